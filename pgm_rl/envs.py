@@ -1,0 +1,201 @@
+"""Tabular environments: the arrays every model, solver and kernel works on.
+
+A :class:`TabularMDP` holds deterministic dynamics ``next_state`` (S, A), rewards
+``reward`` (S, A) and a start state. :class:`GridWorld` builds one from a grid of cell
+rewards; other environments plug in by building a :class:`TabularMDP` of their own.
+"""
+
+import csv
+import os
+
+import numpy as np
+
+ACTION_NAMES = ("up", "down", "left", "right", "stay")
+# (d_row, d_col) of each action, indexed by action id.
+ACTION_MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)])
+
+NOTEBOOK_GRID = (
+    (-1, -1, -1, -10, -1, 10**4),
+    (-100, -1, -10, -1, -10, -10),
+    (-1, -10, -100, -10, -1, -1),
+    (-1, -1, -100, -10, -1, -1),
+    (-10, -1, -100, -100, -100, -1),
+    (-1, -1, -100, -100, -100, -1),
+)
+NOTEBOOK_START = (5, 0)
+
+
+class TabularMDP:
+    """A finite MDP with deterministic transitions.
+
+    Parameters
+    ----------
+    next_state : array_like of int, shape (S, A)
+        ``next_state[s, a]`` is the state entered by taking action ``a`` in state ``s``.
+    reward : array_like of float, shape (S, A)
+        ``reward[s, a]`` is the reward of that step (finite).
+    start_state : int
+        Index of the start state, ``0 <= start_state < S``.
+    """
+
+    def __init__(self, next_state, reward, start_state):
+        next_state = np.asarray(next_state)
+        if next_state.ndim != 2 or next_state.size == 0:
+            raise ValueError(
+                f"next_state must be a non-empty (S, A) array, got shape {next_state.shape}"
+            )
+        if not np.issubdtype(next_state.dtype, np.integer):
+            raise TypeError(f"next_state must hold integers, got dtype {next_state.dtype}")
+        n_states, n_actions = next_state.shape
+        if next_state.min() < 0 or next_state.max() >= n_states:
+            raise ValueError(f"next_state entries must lie in [0, {n_states}), the state indices")
+        reward = _finite_float_array(reward, "reward")
+        if reward.shape != next_state.shape:
+            raise ValueError(
+                f"reward must have shape {next_state.shape} like next_state, got {reward.shape}"
+            )
+        if isinstance(start_state, bool) or not isinstance(start_state, (int, np.integer)):
+            raise TypeError(f"start_state must be an int state index, got {start_state!r}")
+        if not 0 <= start_state < n_states:
+            raise ValueError(f"start_state must lie in [0, {n_states}), got {start_state}")
+        self.next_state = next_state.astype(np.int32)
+        self.reward = reward
+        self.start_state = int(start_state)
+        self.next_state.flags.writeable = False
+        self.reward.flags.writeable = False
+
+    @property
+    def n_states(self):
+        """Number of states S."""
+        return self.next_state.shape[0]
+
+    @property
+    def n_actions(self):
+        """Number of actions A."""
+        return self.next_state.shape[1]
+
+    def __repr__(self):
+        return f"TabularMDP(n_states={self.n_states}, n_actions={self.n_actions}, start_state={self.start_state})"
+
+
+class GridWorld(TabularMDP):
+    """A grid world: 5 actions (0 up, 1 down, 2 left, 3 right, 4 stay), moves clipped at walls.
+
+    The reward of a step is the reward of the cell entered (staying re-enters the same cell).
+    State index = ``row * width + col``.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (H, W)
+        Finite reward of each cell.
+    start : tuple of int
+        ``(row, col)`` of the start cell.
+    """
+
+    def __init__(self, rewards, start):
+        grid = _finite_float_array(rewards, "rewards")
+        if grid.ndim != 2:
+            raise ValueError(f"rewards must be a 2-D (H, W) grid, got {grid.ndim} dimension(s)")
+        if grid.size == 0:
+            raise ValueError("rewards must be a non-empty (H, W) grid, got an empty one")
+        height, width = grid.shape
+        row, col = _check_cell(start, grid.shape, "start")
+        rows, cols = np.divmod(np.arange(height * width), width)
+        next_rows = np.clip(rows[:, None] + ACTION_MOVES[None, :, 0], 0, height - 1)
+        next_cols = np.clip(cols[:, None] + ACTION_MOVES[None, :, 1], 0, width - 1)
+        next_state = next_rows * width + next_cols
+        super().__init__(next_state, grid.reshape(-1)[next_state], row * width + col)
+        self.rewards = grid
+        self.rewards.flags.writeable = False
+        self.start = (row, col)
+
+    @classmethod
+    def notebook(cls):
+        """The seed notebook's 6x6 grid (goal reward 1e4 at (0, 5)) with start (5, 0)."""
+        return cls(NOTEBOOK_GRID, NOTEBOOK_START)
+
+    @classmethod
+    def from_file(cls, path, start):
+        """Read a grid of rewards from a CSV or whitespace-separated text file."""
+        return cls(read_grid(path), start)
+
+    @property
+    def shape(self):
+        """``(H, W)``."""
+        return self.rewards.shape
+
+    def state_of(self, row, col):
+        """State index of cell ``(row, col)``."""
+        row, col = _check_cell((row, col), self.shape, "(row, col)")
+        return row * self.shape[1] + col
+
+    def cell_of(self, state):
+        """``(row, col)`` of state index ``state``."""
+        if isinstance(state, bool) or not isinstance(state, (int, np.integer)):
+            raise TypeError(f"state must be an int state index, got {state!r}")
+        if not 0 <= state < self.n_states:
+            raise ValueError(f"state must lie in [0, {self.n_states}), got {state}")
+        return divmod(int(state), self.shape[1])
+
+    def __repr__(self):
+        return f"GridWorld(shape={self.shape}, start={self.start})"
+
+
+def read_grid(path):
+    """Read a 2-D grid of numbers from ``path`` (CSV or whitespace separated) -> (H, W) floats."""
+    if not os.path.isfile(path):
+        raise ValueError(f"grid file {path!r} does not exist or is not a file")
+    try:
+        with open(path, newline="") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"grid file {path!r} cannot be read: {error}") from None
+    lines = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if "," in text:
+        rows = [[cell.strip() for cell in row] for row in csv.reader(lines)]
+    else:
+        rows = [line.split() for line in lines]
+    try:
+        values = [[float(cell) for cell in row] for row in rows]
+    except ValueError:
+        raise ValueError(
+            f"grid file {path!r} must hold only numbers (CSV or whitespace separated)"
+        ) from None
+    return _finite_float_array(values, f"rewards in grid file {path!r}")
+
+
+def _finite_float_array(values, name):
+    try:
+        array = np.array(values, dtype=float)
+    except ValueError:
+        try:
+            np.array(values, dtype=object).astype(float)
+        except (TypeError, ValueError):
+            pass
+        raise ValueError(
+            f"{name} must be a rectangular array of finite numbers (rows of equal length)"
+        ) from None
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an array of finite numbers, got {type(values).__name__}"
+        ) from None
+    if array.size and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must hold finite numbers only (no NaN or inf)")
+    return array
+
+
+def _check_cell(cell, shape, name):
+    try:
+        row, col = cell
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a (row, col) pair of ints, got {cell!r}") from None
+    for value in (row, col):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be a (row, col) pair of ints, got {cell!r}")
+    if not (0 <= row < shape[0] and 0 <= col < shape[1]):
+        raise ValueError(
+            f"{name} {(int(row), int(col))} lies outside the {shape[0]}x{shape[1]} grid"
+        )
+    return int(row), int(col)

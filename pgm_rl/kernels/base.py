@@ -1,0 +1,156 @@
+"""What every pgm_rl kernel shares: the MH accept step and the thin NumPyro adapter.
+
+A kernel is written BlackJAX style, as pure functions over NamedTuples::
+
+    state = init(...)                        # kernel-specific NamedTuple, holds "actions" or sites
+    state, info = step(key, state)           # info has at least ``accept_prob``
+
+and :class:`PureKernelAdapter` turns it into a :class:`numpyro.infer.mcmc.MCMCKernel`:
+it traces the model, holds the PRNG key, handles batched (vectorized) chains and hands
+back the latent sites plus the model's deterministic sites through ``postprocess_fn``.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import random
+from numpyro.handlers import seed, substitute, trace
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.util import is_prng_key
+
+
+class MHInfo(NamedTuple):
+    """Outcome of one Metropolis-Hastings accept step (scalars)."""
+
+    accept_prob: jax.Array
+    is_accepted: jax.Array
+
+
+def mh_accept(key, log_ratio, proposal, current):
+    """Accept ``proposal`` with probability ``min(1, exp(log_ratio))``, in log space.
+
+    ``log u < log_ratio`` with ``u ~ Uniform(0, 1)``; a NaN ratio is rejected (never
+    accepted as in the notebook's ``min(0.0, nan)``). ``proposal`` and ``current`` are
+    pytrees of the same structure. Returns ``(chosen, MHInfo)``.
+    """
+    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+    is_accepted = jnp.log(random.uniform(key, dtype=jnp.result_type(float))) < log_ratio
+    chosen = jax.tree.map(lambda new, old: jnp.where(is_accepted, new, old), proposal, current)
+    return chosen, MHInfo(jnp.exp(jnp.minimum(log_ratio, 0.0)), is_accepted)
+
+
+class SamplerState(NamedTuple):
+    """The state NumPyro's ``MCMC`` sees for a pgm_rl kernel (per chain).
+
+    ``z`` is the dict of latent sites (the sample field), ``kernel_state`` the pure kernel's
+    own NamedTuple, ``accept_prob`` that of the last step, ``mean_accept_prob`` the running mean.
+    """
+
+    z: dict
+    kernel_state: Any
+    accept_prob: jax.Array
+    mean_accept_prob: jax.Array
+    i: jax.Array
+    rng_key: jax.Array
+
+
+class PureKernelAdapter(MCMCKernel):
+    """Base class: plug a pure ``(init, step)`` kernel into ``numpyro.infer.MCMC``.
+
+    Subclasses implement :meth:`build`, returning three functions for the given model
+    arguments: ``init_fn(key, init_params) -> kernel_state``, ``step_fn(key, kernel_state)
+    -> (kernel_state, info)`` and ``position_fn(kernel_state) -> dict of latent sites``.
+    """
+
+    def __init__(self, model):
+        if not callable(model):
+            raise TypeError(f"model must be a callable NumPyro model, got {model!r}")
+        self._model = model
+        self._step_fn = None
+        self._position_fn = None
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def sample_field(self):
+        return "z"
+
+    def build(self, model_args, model_kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
+        model_kwargs = model_kwargs or {}
+        init_fn, self._step_fn, self._position_fn = self.build(model_args, model_kwargs)
+
+        def init_one(key):
+            key, init_key = random.split(key)
+            kernel_state = init_fn(init_key, init_params)
+            zero = jnp.zeros((), jnp.result_type(float))
+            return SamplerState(
+                self._position_fn(kernel_state), kernel_state, zero + 1.0, zero, jnp.array(0), key
+            )
+
+        if is_prng_key(rng_key):
+            return init_one(rng_key)
+        return jax.vmap(init_one)(rng_key)
+
+    def _sample_one(self, state):
+        key, step_key = random.split(state.rng_key)
+        kernel_state, info = self._step_fn(step_key, state.kernel_state)
+        i = state.i + 1
+        mean = state.mean_accept_prob + (info.accept_prob - state.mean_accept_prob) / i
+        return SamplerState(
+            self._position_fn(kernel_state), kernel_state, info.accept_prob, mean, i, key
+        )
+
+    def sample(self, state, model_args, model_kwargs):
+        if jnp.ndim(state.i) == 0:
+            return self._sample_one(state)
+        return jax.vmap(self._sample_one)(state)
+
+    def postprocess_fn(self, model_args, model_kwargs):
+        return deterministic_sites_fn(self._model, model_args, model_kwargs or {})
+
+    def get_diagnostics_str(self, state):
+        return f"acc. prob={float(state.mean_accept_prob):.2f}"
+
+
+def deterministic_sites_fn(model, model_args, model_kwargs):
+    """A function ``z -> z`` plus the model's deterministic sites, given latent values ``z``."""
+
+    def postprocess(z):
+        model_trace = trace(substitute(seed(model, 0), data=z)).get_trace(
+            *model_args, **model_kwargs
+        )
+        sites = {
+            name: site["value"]
+            for name, site in model_trace.items()
+            if site["type"] == "deterministic"
+        }
+        return {**z, **sites}
+
+    return postprocess
+
+
+def latent_sites(model_trace):
+    """Names of the unobserved sample sites of a NumPyro trace, in order."""
+    return [
+        name
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    ]
+
+
+def trace_log_likelihood(model_trace):
+    """Sum of the log-probabilities of the observed sites (``numpyro.factor`` included)."""
+    total = jnp.zeros(())
+    for site in model_trace.values():
+        if site["type"] == "sample" and site["is_observed"]:
+            log_prob = site["fn"].log_prob(site["value"])
+            if site["scale"] is not None:
+                log_prob = site["scale"] * log_prob
+            total = total + jnp.sum(log_prob)
+    return total

@@ -1,0 +1,79 @@
+"""The notebook's full-trajectory sampler: independence MH with fresh prior rollouts as proposals.
+
+The proposal is the prior, so the MH ratio is the likelihood ratio:
+accept with ``log u < loglik(new) - loglik(old)``. Written for any NumPyro model whose latent
+sites can all be drawn from their priors; the likelihood is everything observed
+(``numpyro.factor`` sites included).
+"""
+
+from typing import NamedTuple
+
+import jax
+from numpyro.handlers import seed, substitute, trace
+
+from pgm_rl.kernels.base import PureKernelAdapter, latent_sites, mh_accept, trace_log_likelihood
+
+
+class TrajectoryMHState(NamedTuple):
+    """``position``: dict of latent sites; ``log_likelihood``: scalar at that position."""
+
+    position: dict
+    log_likelihood: jax.Array
+
+
+def init(position, log_likelihood_fn):
+    """Start at ``position`` (dict of latent sites)."""
+    return TrajectoryMHState(position, log_likelihood_fn(position))
+
+
+def build_kernel(prior_sample_fn):
+    """One independence-MH step; ``prior_sample_fn(key) -> (position, log_likelihood)``."""
+
+    def step(key, state):
+        proposal_key, accept_key = jax.random.split(key)
+        proposal = TrajectoryMHState(*prior_sample_fn(proposal_key))
+        return mh_accept(
+            accept_key, proposal.log_likelihood - state.log_likelihood, proposal, state
+        )
+
+    return step
+
+
+class TrajectoryMH(PureKernelAdapter):
+    """Independence Metropolis-Hastings with the prior as proposal (the notebook's sampler).
+
+    Parameters
+    ----------
+    model : callable
+        A NumPyro model whose latent sites can be sampled from their priors, e.g.
+        :func:`pgm_rl.trajectory_model`.
+
+    Examples
+    --------
+    >>> mcmc = MCMC(TrajectoryMH(pgm_rl.trajectory_model), num_warmup=500, num_samples=1000)
+    >>> mcmc.run(jax.random.key(0), env, horizon, beta)
+    """
+
+    def build(self, model_args, model_kwargs):
+        model = self._model
+        sites = latent_sites(trace(seed(model, 0)).get_trace(*model_args, **model_kwargs))
+
+        def prior_sample(key):
+            model_trace = trace(seed(model, key)).get_trace(*model_args, **model_kwargs)
+            position = {name: model_trace[name]["value"] for name in sites}
+            return position, trace_log_likelihood(model_trace)
+
+        def log_likelihood(position):
+            model_trace = trace(substitute(seed(model, 0), data=position)).get_trace(
+                *model_args, **model_kwargs
+            )
+            return trace_log_likelihood(model_trace)
+
+        def init_fn(key, init_params):
+            if init_params is None:
+                position, _ = prior_sample(key)
+            else:
+                position = {name: init_params[name] for name in sites}
+            return init(position, log_likelihood)
+
+        return init_fn, build_kernel(prior_sample), lambda state: state.position
