@@ -46,7 +46,7 @@ class TabularMDP:
             )
         if not np.issubdtype(next_state.dtype, np.integer):
             raise TypeError(f"next_state must hold integers, got dtype {next_state.dtype}")
-        n_states, n_actions = next_state.shape
+        n_states = next_state.shape[0]
         if next_state.min() < 0 or next_state.max() >= n_states:
             raise ValueError(f"next_state entries must lie in [0, {n_states}), the state indices")
         reward = _finite_float_array(reward, "reward")
