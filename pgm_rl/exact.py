@@ -24,7 +24,7 @@ from pgm_rl._checks import check_beta, check_horizon, check_key, check_positive_
 from pgm_rl.dynamics import rollout
 from pgm_rl.model import check_env
 
-__all__ = ["ExactPosterior", "solve"]
+__all__ = ["ExactPosterior", "empirical_state_marginals", "solve", "tv_distance"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,3 +227,27 @@ def _log_prob(log_policy, states, actions):
     """Sum over t of log pi_t(a_t | s_t): states (..., T + 1), actions (..., T) -> (...)."""
     time = jnp.arange(actions.shape[-1])
     return log_policy[time, states[..., :-1], actions].sum(axis=-1)
+
+
+def empirical_state_marginals(states, n_states):
+    """Empirical state marginals of sampled trajectories.
+
+    Parameters
+    ----------
+    states : int array, shape (..., T + 1)
+        Any leading sample dims (e.g. (chains, draws)).
+    n_states : int
+
+    Returns
+    -------
+    array, shape (T + 1, S): the fraction of trajectories in state s at step t.
+    """
+    states = np.asarray(states).reshape(-1, np.shape(states)[-1])
+    counts = np.zeros((states.shape[1], n_states))
+    np.add.at(counts, (np.arange(states.shape[1])[None, :], states), 1.0)
+    return counts / states.shape[0]
+
+
+def tv_distance(p, q, axis=-1):
+    """Total-variation distance ``0.5 * sum |p - q|`` along ``axis``."""
+    return 0.5 * np.abs(np.asarray(p, dtype=float) - np.asarray(q, dtype=float)).sum(axis=axis)

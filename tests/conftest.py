@@ -1,0 +1,30 @@
+"""Shared test set-up: float64 everywhere (float32 checks run in a subprocess), small problems."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+import pgm_rl  # noqa: E402
+
+
+def random_grid(seed, shape=(3, 3), low=-2.0, high=2.0):
+    """A GridWorld with uniform random rewards in [low, high] and a random start."""
+    rng = np.random.default_rng(seed)
+    start = (int(rng.integers(shape[0])), int(rng.integers(shape[1])))
+    return pgm_rl.GridWorld(rng.uniform(low, high, shape), start)
+
+
+def tv_tolerance(num_effective, n_states, z=4.0):
+    """Bound on the TV of empirical marginals from ``num_effective`` iid-equivalent draws.
+
+    E|p_hat - p| <= sqrt(p (1 - p) / n) per state, so E[TV] <= 0.5 * sqrt(S / n); ``z`` widens it.
+    """
+    return z * 0.5 * np.sqrt(n_states / num_effective)
+
+
+@pytest.fixture
+def small_problem():
+    """A non-degenerate enumerable problem: 3x3 random grid, T = 5, beta = 0.5."""
+    return random_grid(1), 5, 0.5
