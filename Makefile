@@ -1,0 +1,50 @@
+# pgm_rl: `make demo` sets up .venv and runs the main job; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# The first Python >= 3.12 found: pyenv picks 3.12 through .python-version; explicit names next.
+BOOTSTRAP_PYTHON ?= $(shell for p in python3 python3.13 python3.12 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	command -v $$p; break; fi; done)
+
+.PHONY: demo test test-fast test-slow lint bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@if [ -z "$(BOOTSTRAP_PYTHON)" ]; then \
+		echo "error: pgm_rl needs Python >= 3.12 (ArviZ 1.x and current JAX require it); found only: $$(python3 --version 2>&1)." >&2; \
+		echo "       Install Python 3.12+ (e.g. 'pyenv install 3.12') or run 'make BOOTSTRAP_PYTHON=/path/to/python3.12 ...'." >&2; \
+		exit 1; fi
+	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+		echo "removing $(VENV): it was made with a Python older than 3.12"; rm -rf $(VENV); fi
+	@echo "setting up $(VENV) with $(BOOTSTRAP_PYTHON) ($$($(BOOTSTRAP_PYTHON) --version))"
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: venv
+	$(PY) examples/quickstart.py
+	$(VENV)/bin/pgm-rl exact --grid notebook --horizon 100 --beta 100
+	$(PY) examples/demo.py --out report
+
+# Default tests, then the statistical tests marked slow; pytest's "no tests collected" (5) is not a failure.
+test: venv
+	$(PY) -m pytest -q || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+test-fast: venv
+	$(PY) -m pytest -q -x
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: venv
+	$(PY) benchmarks/bench_exact.py --quick
+	$(PY) benchmarks/bench_kernels.py --quick
+	$(PY) benchmarks/bench_hard.py --quick
+
+clean:
+	rm -rf $(VENV) report .pytest_cache
