@@ -1,18 +1,22 @@
 """pgm_rl: control as inference (planning and RL as probabilistic inference) with NumPyro and ArviZ."""
 
-from pgm_rl import exact
+from pgm_rl import exact, smc
 from pgm_rl.dynamics import rollout
 from pgm_rl.envs import ACTION_NAMES, GridWorld, TabularMDP
 from pgm_rl.exact import ExactPosterior, solve
 from pgm_rl.model import trajectory_model
+from pgm_rl.smc import SMCResult, run_smc
 
 __all__ = [
     "ACTION_NAMES",
     "ExactPosterior",
     "GridWorld",
+    "SMCResult",
     "TabularMDP",
     "exact",
     "rollout",
+    "run_smc",
+    "smc",
     "solve",
     "trajectory_model",
 ]

@@ -94,10 +94,10 @@ class GridWorld(TabularMDP):
 
     def __init__(self, rewards, start):
         grid = _finite_float_array(rewards, "rewards")
-        if grid.ndim != 2:
-            raise ValueError(f"rewards must be a 2-D (H, W) grid, got {grid.ndim} dimension(s)")
         if grid.size == 0:
             raise ValueError("rewards must be a non-empty (H, W) grid, got an empty one")
+        if grid.ndim != 2:
+            raise ValueError(f"rewards must be a 2-D (H, W) grid, got {grid.ndim} dimension(s)")
         height, width = grid.shape
         row, col = _check_cell(start, grid.shape, "start")
         rows, cols = np.divmod(np.arange(height * width), width)
@@ -168,19 +168,17 @@ def read_grid(path):
 
 def _finite_float_array(values, name):
     try:
-        array = np.array(values, dtype=float)
+        raw = np.asarray(values)
     except ValueError:
-        try:
-            np.array(values, dtype=object).astype(float)
-        except (TypeError, ValueError):
-            pass
         raise ValueError(
             f"{name} must be a rectangular array of finite numbers (rows of equal length)"
         ) from None
-    except TypeError:
+    if raw.dtype.kind not in "biuf":
         raise TypeError(
-            f"{name} must be an array of finite numbers, got {type(values).__name__}"
-        ) from None
+            f"{name} must be an array of finite real numbers, got {raw.dtype} entries "
+            f"from {type(values).__name__}"
+        )
+    array = raw.astype(float)
     if array.size and not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must hold finite numbers only (no NaN or inf)")
     return array

@@ -1,0 +1,216 @@
+"""pgm_rl.diagnostics: DataTree layout, summary through arviz-stats, distance to exact."""
+
+import arviz_stats as azs
+import jax
+import numpy as np
+import pytest
+from conftest import random_grid, tv_tolerance
+from numpyro.infer import MCMC
+
+import pgm_rl
+from pgm_rl import TabularMDP, rollout
+from pgm_rl.cli import run_kernel
+from pgm_rl.diagnostics import (
+    best_state,
+    compare_to_exact,
+    env_from_datatree,
+    summary,
+    to_datatree,
+)
+from pgm_rl.exact import empirical_state_marginals, tv_distance
+from pgm_rl.kernels import TrajectoryMH
+
+HORIZON, BETA = 4, 0.5
+
+
+@pytest.fixture(scope="module")
+def env():
+    return random_grid(1, (3, 3))
+
+
+@pytest.fixture(scope="module")
+def exact(env):
+    return pgm_rl.solve(env, HORIZON, BETA)
+
+
+@pytest.fixture(scope="module")
+def mcmc(env):
+    mcmc, _ = run_kernel("trajectory-mh", env, HORIZON, BETA, chains=2, warmup=100, samples=300)
+    return mcmc
+
+
+@pytest.fixture(scope="module")
+def tree(mcmc, env, exact):
+    return to_datatree(mcmc, env, exact)
+
+
+def test_mcmc_tree_layout(tree, mcmc, env, exact):
+    post = tree["posterior"]
+    assert post["actions"].dims == ("chain", "draw", "time")
+    assert post["states"].dims == ("chain", "draw", "step")
+    assert post["rewards"].dims == ("chain", "draw", "time")
+    assert post["return"].dims == ("chain", "draw")
+    assert post.sizes == {"chain": 2, "draw": 300, "time": HORIZON, "step": HORIZON + 1}
+    np.testing.assert_array_equal(post["step"].values, np.arange(HORIZON + 1))
+    samples = mcmc.get_samples(group_by_chain=True)
+    np.testing.assert_array_equal(post["actions"].values, samples["actions"])
+    states, rewards = rollout(env, samples["actions"])
+    np.testing.assert_array_equal(post["states"].values, states)
+    np.testing.assert_allclose(post["return"].values, np.asarray(rewards).sum(-1))
+    stats = tree["sample_stats"]
+    assert stats["acceptance_rate"].dims == ("chain", "draw")
+    assert ((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1)).all()
+    data = tree["constant_data"]
+    np.testing.assert_array_equal(data["grid"].values, env.rewards)
+    np.testing.assert_array_equal(data["next_state"].values, env.next_state)
+    assert tree.attrs["horizon"] == HORIZON and tree.attrs["beta"] == BETA
+    assert tree.attrs["start_state"] == env.start_state
+    assert tree.attrs["sampler"] == "TrajectoryMH"
+    group = tree["exact"]
+    np.testing.assert_allclose(group["state_marginals"].values, exact.state_marginals)
+    np.testing.assert_allclose(group["action_marginals"].values, exact.action_marginals)
+    assert float(group["log_z"]) == exact.log_z
+    assert float(group["expected_return"]) == exact.expected_return
+    assert "observed_data" not in tree.children
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers")
+def test_builtin_kernel_stats_are_named(env):
+    mcmc, _ = run_kernel("mixed-hmc", env, HORIZON, BETA, chains=2, warmup=20, samples=30)
+    stats = to_datatree(mcmc, env)["sample_stats"]
+    assert set(stats.data_vars) == {"acceptance_rate", "diverging"}
+    assert stats["acceptance_rate"].shape == (2, 30)
+
+
+def test_from_dict_one_chain_and_many(env, exact):
+    draws = exact.sample(jax.random.key(3), 50)
+    one = to_datatree(draws, env, exact)
+    assert one["posterior"].sizes["chain"] == 1 and one["posterior"].sizes["draw"] == 50
+    np.testing.assert_array_equal(one["posterior"]["states"].values[0], draws["states"])
+    np.testing.assert_allclose(one["posterior"]["rewards"].values[0], draws["rewards"])
+    many = to_datatree({"actions": np.asarray(draws["actions"]).reshape(5, 10, HORIZON)}, env, beta=BETA)
+    assert many["posterior"].sizes["chain"] == 5 and "exact" not in many.children
+    assert many.attrs["beta"] == BETA
+
+
+def test_from_dict_bad_input(env, exact):
+    actions = np.zeros((3, HORIZON), int)
+    with pytest.raises(ValueError, match="beta is required"):
+        to_datatree({"actions": actions}, env)
+    with pytest.raises(ValueError, match="shape"):
+        to_datatree({"actions": np.zeros(HORIZON, int)}, env, exact)
+    with pytest.raises(ValueError, match="action ids"):
+        to_datatree({"actions": actions + 7}, env, exact)
+    with pytest.raises(TypeError, match="integer"):
+        to_datatree({"actions": actions + 0.5}, env, exact)
+    with pytest.raises(ValueError, match="horizon"):
+        to_datatree({"actions": actions}, env, exact, horizon=HORIZON + 1)
+    with pytest.raises(ValueError, match="log_weights"):
+        to_datatree({"actions": actions, "log_weights": np.zeros(3)}, env, exact)
+    with pytest.raises(ValueError, match="rollout"):
+        to_datatree({"actions": actions, "states": np.zeros((3, HORIZON + 1), int) + 1}, env, exact)
+    with pytest.raises(ValueError, match="horizon"):
+        to_datatree({"actions": np.zeros((3, HORIZON + 1), int)}, env, exact)
+    with pytest.raises(TypeError, match="source"):
+        to_datatree([1, 2], env, exact)
+    with pytest.raises(TypeError, match="env"):
+        to_datatree({"actions": actions}, "grid", exact)
+
+
+def test_mcmc_env_must_match(mcmc):
+    with pytest.raises(ValueError, match="env must be the environment"):
+        to_datatree(mcmc, random_grid(2, (3, 3)))
+    with pytest.raises(TypeError, match="horizon and beta"):
+        to_datatree(mcmc, mcmc._args[0], beta=1.0)
+
+
+def test_summary_agrees_with_arviz_stats(tree):
+    table = summary(tree)
+    returns = tree["posterior"]["return"]
+    dims = ["chain", "draw"]
+    assert table.loc["return", "r_hat"] == pytest.approx(float(azs.rhat(returns, sample_dims=dims)))
+    assert table.loc["return", "ess_bulk"] == pytest.approx(float(azs.ess(returns, sample_dims=dims)))
+    assert table.loc["return", "ess_tail"] == pytest.approx(
+        float(azs.ess(returns, sample_dims=dims, method="tail"))
+    )
+    assert table.loc["return", "mcse_mean"] == pytest.approx(
+        float(azs.mcse(returns, sample_dims=dims, method="mean"))
+    )
+    assert table.loc["return", "mean"] == pytest.approx(float(returns.mean()))
+    goal = tree.attrs["best_state"]
+    for step in range(1, HORIZON + 1):
+        at = (tree["posterior"]["states"].sel(step=step) == goal).astype(float)
+        row = table.loc[f"at_best[{step}]"]
+        assert row["mean"] == pytest.approx(float(at.mean()))
+        if float(at.std()) > 0:
+            assert row["r_hat"] == pytest.approx(float(azs.rhat(at, sample_dims=dims)))
+            assert row["mcse_mean"] == pytest.approx(
+                float(azs.mcse(at, sample_dims=dims, method="mean"))
+            )
+    assert len(table) == HORIZON + 1
+    assert list(table.columns) == ["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"]
+
+
+def test_compare_to_exact_matches_direct_computation(tree, env, exact):
+    comparison = compare_to_exact(tree, exact)
+    direct = tv_distance(
+        empirical_state_marginals(tree["posterior"]["states"].values, env.n_states),
+        exact.state_marginals,
+    )
+    np.testing.assert_allclose(comparison["tv"].values, direct)
+    assert float(comparison["mean_tv"]) == pytest.approx(direct.mean())
+    error = float(tree["posterior"]["return"].mean()) - exact.expected_return
+    assert float(comparison["expected_return_error"]) == pytest.approx(error)
+    from_group = compare_to_exact(tree)
+    np.testing.assert_allclose(from_group["tv"].values, comparison["tv"].values)
+    assert float(from_group["expected_return_error"]) == pytest.approx(error)
+
+
+def test_exact_draws_are_close_to_exact(env, exact):
+    """Exact iid draws: TV within the sample-size bound, return error within 4 MCSE."""
+    n = 4000
+    draws = exact.sample(jax.random.key(7), n)
+    tree = to_datatree({"actions": np.asarray(draws["actions"]).reshape(4, n // 4, HORIZON)}, env, exact)
+    comparison = compare_to_exact(tree)
+    assert float(comparison["max_tv"]) < tv_tolerance(n, env.n_states)
+    assert abs(float(comparison["expected_return_error"])) < 4 * float(comparison["expected_return_mcse"])
+    assert float(comparison["max_r_hat"]) < 1.01
+
+
+def test_compare_to_exact_bad_input(tree, env):
+    with pytest.raises(ValueError, match="horizon"):
+        compare_to_exact(tree, pgm_rl.solve(env, HORIZON + 1, BETA))
+    with pytest.raises(TypeError, match="ExactPosterior"):
+        compare_to_exact(tree, "exact")
+    draws = {"actions": np.zeros((2, 3, HORIZON), int)}
+    with pytest.raises(ValueError, match="no 'exact' group"):
+        compare_to_exact(to_datatree(draws, env, beta=BETA))
+    with pytest.raises(TypeError, match="DataTree"):
+        summary({"posterior": None})
+
+
+def test_env_round_trip(tree, env):
+    rebuilt = env_from_datatree(tree)
+    assert rebuilt.start == env.start
+    np.testing.assert_array_equal(rebuilt.rewards, env.rewards)
+    mdp = TabularMDP(env.next_state, env.reward, 2)
+    exact = pgm_rl.solve(mdp, HORIZON, BETA)
+    tabular = to_datatree(exact.sample(jax.random.key(0), 20), mdp, exact)
+    assert "grid" not in tabular["constant_data"]
+    rebuilt = env_from_datatree(tabular)
+    assert type(rebuilt) is TabularMDP and rebuilt.start_state == 2
+    np.testing.assert_array_equal(rebuilt.reward, mdp.reward)
+    assert len(summary(tabular)) == HORIZON + 1
+
+
+def test_best_state_is_the_goal_cell():
+    env = pgm_rl.GridWorld.notebook()
+    assert best_state(env) == env.state_of(0, 5)
+
+
+def test_any_kernel_class_through_mcmc(env):
+    mcmc = MCMC(TrajectoryMH(pgm_rl.trajectory_model), num_warmup=10, num_samples=20, progress_bar=False)
+    mcmc.run(jax.random.key(0), env, HORIZON, BETA)  # no extra_fields: no sample_stats vars
+    tree = to_datatree(mcmc, env)
+    assert tree["posterior"].sizes["chain"] == 1
+    assert "acceptance_rate" not in tree.get("sample_stats", {})
