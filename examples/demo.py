@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 import pgm_rl  # noqa: E402
 from pgm_rl import io, plots  # noqa: E402
-from pgm_rl.cli import compare_kernels, format_table, main, write_plots  # noqa: E402
+from pgm_rl.cli import compare_kernels, format_table, main  # noqa: E402
 from pgm_rl.kernels.registry import KERNELS  # noqa: E402
 
 INTERESTING = {"horizon": 10, "beta": 0.001, "chains": 4, "warmup": 300, "samples": 1000}
@@ -43,26 +43,41 @@ def run_case(title, folder, names, env, setting, seed=0):
     main(["exact", "--horizon", str(horizon), "--beta", str(beta)])
     exact = pgm_rl.solve(env, horizon, beta)
     rows, trees, comparisons = compare_kernels(
-        names, env, horizon, beta, chains=setting["chains"], warmup=setting["warmup"],
-        samples=setting["samples"], seed=seed, exact=exact,
+        names,
+        env,
+        horizon,
+        beta,
+        chains=setting["chains"],
+        warmup=setting["warmup"],
+        samples=setting["samples"],
+        seed=seed,
+        exact=exact,
         log=lambda message: print(message, flush=True),
     )
     table = format_table(rows)
     print(table, flush=True)
     pictures = []
+
+    def picture(draw, filename):
+        draw(os.path.join(folder, filename))
+        plt.close("all")
+        pictures.append(filename)
+
     for name, dt in trees.items():
         slug = name.replace(" ", "_")
         io.save(dt, os.path.join(folder, f"{slug}.nc"), overwrite=True)
-        plots.plot_occupancy(dt, save=os.path.join(folder, f"occupancy_{slug}.png"))
-        plt.close("all")
-        pictures.append(f"occupancy_{slug}.png")
-    plots.plot_tv(comparisons, save=os.path.join(folder, "tv.png"))
-    plt.close("all")
-    # The full picture set (paths, rank, trace) for the notebook's sampler and the exact draws.
-    for name in ("trajectory-mh", "exact iid"):
-        if name in trees:
-            sub = os.path.join(folder, name.replace(" ", "_"))
-            pictures += [os.path.relpath(p, folder) for p in write_plots(trees[name], sub)]
+        picture(lambda path, dt=dt: plots.plot_occupancy(dt, save=path), f"occupancy_{slug}.png")
+    picture(lambda path: plots.plot_tv(comparisons, save=path), "tv.png")
+    # Paths, rank and trace plots for the notebook's sampler, the best kernel and exact draws.
+    kernels = [name for name in trees if name != "exact iid"]
+    best = min(kernels, key=lambda name: float(comparisons[name]["mean_tv"]))
+    for name in dict.fromkeys(["trajectory-mh", best, "exact iid"]):
+        slug = name.replace(" ", "_")
+        dt = trees[name]
+        picture(lambda path, dt=dt: plots.plot_trajectories(dt, save=path), f"paths_{slug}.png")
+        if float(dt["posterior"]["return"].std()) > 0:  # ranks of a constant are all ties
+            picture(lambda path, dt=dt: plots.plot_rank(dt, save=path), f"rank_{slug}.png")
+            picture(lambda path, dt=dt: plots.plot_trace(dt, save=path), f"trace_{slug}.png")
     p_goal = float(np.asarray(exact.state_marginals)[-1, pgm_rl.diagnostics.best_state(env)])
     lines = [
         f"## {title}",
@@ -75,6 +90,8 @@ def run_case(title, folder, names, env, setting, seed=0):
         format_table(rows, markdown=True),
         "",
         f"![TV over time]({os.path.basename(folder)}/tv.png)",
+        "",
+        f"![Occupancy, {best}]({os.path.basename(folder)}/occupancy_{best.replace(' ', '_')}.png)",
         "",
         "Pictures: " + ", ".join(f"[{p}]({os.path.basename(folder)}/{p})" for p in pictures),
         "",
@@ -92,11 +109,17 @@ def main_demo(argv=None):
     sections = [
         run_case(
             "Every kernel where the posterior is interesting",
-            os.path.join(args.out, "interesting"), list(KERNELS), env, INTERESTING,
+            os.path.join(args.out, "interesting"),
+            list(KERNELS),
+            env,
+            INTERESTING,
         ),
         run_case(
             "The notebook's own setting: TrajectoryMH fails",
-            os.path.join(args.out, "notebook"), ["trajectory-mh"], env, NOTEBOOK,
+            os.path.join(args.out, "notebook"),
+            ["trajectory-mh"],
+            env,
+            NOTEBOOK,
         ),
     ]
     seconds = time.perf_counter() - start
@@ -106,7 +129,9 @@ def main_demo(argv=None):
         "Columns: wall time of the whole MCMC run (JIT compilation included); ESS/s = bulk ESS "
         "of the return / wall time; max R-hat over the return and the at-goal indicators; mean "
         "TV = mean over steps 0..T of the total-variation distance between sampled and exact "
-        "state marginals (0 = exact, 1 = disjoint); E[return] error = sampled - exact, ± its MCSE.",
+        "state marginals (0 = exact, 1 = disjoint); E[return] error = sampled - exact, ± its MCSE. "
+        "R-hat is nan where the quantities do not vary within chains (stuck chains, or a "
+        "posterior that is a point mass, as at the notebook's setting).",
         "",
     ]
     footer = [f"Demo wall time: {seconds:.0f} s.", ""]

@@ -263,8 +263,10 @@ def format_table(rows, markdown=False):
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-             for line in [header, *body]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in [header, *body]
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
 
@@ -354,22 +356,25 @@ def _problem_arguments(parser):
         metavar="ROW,COL",
         help="start cell (default: (5, 0) on the notebook grid, (0, 0) on a grid file)",
     )
-    parser.add_argument("--horizon", type=_positive_int, required=True, metavar="T",
-                        help="number of actions T >= 1")
-    parser.add_argument("--beta", type=_beta, required=True, metavar="B",
-                        help="inverse temperature >= 0")
+    parser.add_argument(
+        "--horizon", type=_positive_int, required=True, metavar="T", help="number of actions T >= 1"
+    )
+    parser.add_argument(
+        "--beta", type=_beta, required=True, metavar="B", help="inverse temperature >= 0"
+    )
 
 
 def _run_arguments(parser):
     parser.add_argument("--chains", type=_positive_int, default=4, help="chains (default 4)")
-    parser.add_argument("--warmup", type=_nonnegative_int, default=500,
-                        help="warm-up steps per chain (default 500)")
-    parser.add_argument("--samples", type=_positive_int, default=1000,
-                        help="draws per chain (default 1000)")
+    parser.add_argument(
+        "--warmup", type=_nonnegative_int, default=500, help="warm-up steps per chain (default 500)"
+    )
+    parser.add_argument(
+        "--samples", type=_positive_int, default=1000, help="draws per chain (default 1000)"
+    )
     parser.add_argument("--seed", type=_nonnegative_int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--plots", metavar="DIR", help="write the pictures (PNG) into DIR")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing output files")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
 def build_parser():
@@ -382,16 +387,19 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     exact = commands.add_parser(
-        "exact", help="solve the trajectory posterior exactly",
+        "exact",
+        help="solve the trajectory posterior exactly",
         description="Exact inference: log Z, expected return, where the agent ends, and the "
         "most probable (MAP) path.",
     )
     _problem_arguments(exact)
-    exact.add_argument("--top", type=_positive_int, default=5,
-                       help="how many end cells to list (default 5)")
+    exact.add_argument(
+        "--top", type=_positive_int, default=5, help="how many end cells to list (default 5)"
+    )
 
     sample = commands.add_parser(
-        "sample", help="sample with one kernel and compare to exact",
+        "sample",
+        help="sample with one kernel and compare to exact",
         description="Run one MCMC kernel, print its diagnostics and its distance to exact "
         "inference, save the run as netCDF and draw the pictures.",
     )
@@ -401,7 +409,8 @@ def build_parser():
     sample.add_argument("--out", metavar="FILE.nc", help="save the run (netCDF) to FILE.nc")
 
     compare = commands.add_parser(
-        "compare", help="run several kernels and the exact sampler side by side",
+        "compare",
+        help="run several kernels and the exact sampler side by side",
         description="Run several kernels and exact iid sampling on one problem and print one "
         "table: wall time, ESS/s of the return, max R-hat, mean TV vs exact, return error.",
     )
@@ -414,7 +423,8 @@ def build_parser():
     _run_arguments(compare)
 
     report = commands.add_parser(
-        "report", help="re-open a saved run and redraw its summary and pictures",
+        "report",
+        help="re-open a saved run and redraw its summary and pictures",
         description="Load a run saved by 'pgm-rl sample --out' and print its summary, its "
         "comparison to exact and (with --plots) redraw its pictures.",
     )
@@ -423,13 +433,15 @@ def build_parser():
     report.add_argument("--overwrite", action="store_true", help="replace existing pictures")
 
     smc = commands.add_parser(
-        "smc", help="estimate log Z by sequential Monte Carlo",
+        "smc",
+        help="estimate log Z by sequential Monte Carlo",
         description="Run SMC over trajectories several times; print each log Z estimate with "
         "its standard error beside the exact log Z.",
     )
     _problem_arguments(smc)
-    smc.add_argument("--particles", type=_positive_int, default=1000,
-                     help="particles per run (default 1000)")
+    smc.add_argument(
+        "--particles", type=_positive_int, default=1000, help="particles per run (default 1000)"
+    )
     smc.add_argument("--runs", type=_positive_int, default=5, help="independent runs (default 5)")
     smc.add_argument("--seed", type=_nonnegative_int, default=0, help="PRNG seed (default 0)")
     return parser
@@ -510,7 +522,9 @@ def _print_summary(dt):
     table = summary(dt)
     horizon = dt.attrs["horizon"]
     if horizon > 12:  # the return and every (T // 10)-th step
-        keep = ["return"] + [f"at_best[{t}]" for t in range(horizon // 10, horizon + 1, horizon // 10)]
+        keep = ["return"] + [
+            f"at_best[{t}]" for t in range(horizon // 10, horizon + 1, horizon // 10)
+        ]
         table = table.loc[[name for name in keep if name in table.index]]
     print(f"summary (at_best[t] = being at the best cell {dt.attrs['best_state']} at step t):")
     with _pandas_options():
@@ -544,8 +558,15 @@ def _cmd_sample(args):
     exact = solve(env, args.horizon, args.beta)
     print(f"{args.kernel}: {_problem_line(env, args)}")
     mcmc, seconds = run_kernel(
-        args.kernel, env, args.horizon, args.beta, chains=args.chains, warmup=args.warmup,
-        samples=args.samples, seed=args.seed, progress_bar=True,
+        args.kernel,
+        env,
+        args.horizon,
+        args.beta,
+        chains=args.chains,
+        warmup=args.warmup,
+        samples=args.samples,
+        seed=args.seed,
+        progress_bar=True,
     )
     dt = to_datatree(mcmc, env, exact)
     dt.attrs.update(kernel=args.kernel, wall_seconds=seconds)
@@ -575,8 +596,16 @@ def _cmd_compare(args):
     explicit = args.kernels != ",".join(KERNELS)
     print(f"compare: {_problem_line(env, args)}")
     rows, trees, comparisons = compare_kernels(
-        names, env, args.horizon, args.beta, chains=args.chains, warmup=args.warmup,
-        samples=args.samples, seed=args.seed, progress_bar=False, skip_missing=not explicit,
+        names,
+        env,
+        args.horizon,
+        args.beta,
+        chains=args.chains,
+        warmup=args.warmup,
+        samples=args.samples,
+        seed=args.seed,
+        progress_bar=False,
+        skip_missing=not explicit,
         log=lambda message: print(message, flush=True),
     )
     print(format_table(rows))

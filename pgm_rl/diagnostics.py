@@ -69,7 +69,9 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None):
     mdp = check_env(env)
     if isinstance(source, MCMC):
         if horizon is not None or beta is not None:
-            raise TypeError("horizon and beta are read from the MCMC run; pass them only with a dict")
+            raise TypeError(
+                "horizon and beta are read from the MCMC run; pass them only with a dict"
+            )
         dt, horizon, beta = _from_mcmc(source, mdp)
     elif isinstance(source, dict) or hasattr(source, "_asdict"):
         source = dict(source._asdict()) if hasattr(source, "_asdict") else source
@@ -81,7 +83,8 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None):
         )
     dt["posterior"]["return"] = dt["posterior"]["rewards"].sum("time")
     dt["constant_data"] = xr.Dataset(
-        _env_data(mdp), coords={"state": np.arange(mdp.n_states), "action": np.arange(mdp.n_actions)}
+        _env_data(mdp),
+        coords={"state": np.arange(mdp.n_states), "action": np.arange(mdp.n_actions)},
     )
     dt.attrs.update(
         horizon=int(horizon),
@@ -152,7 +155,9 @@ def _from_samples(samples, mdp, exact, horizon, beta):
             given = np.asarray(samples[name])
             given = given[None] if lead else given
             if given.shape != draws[name].shape or not np.allclose(given, draws[name]):
-                raise ValueError(f"source[{name!r}] does not match the rollout of source['actions']")
+                raise ValueError(
+                    f"source[{name!r}] does not match the rollout of source['actions']"
+                )
     dt = from_dict({"posterior": draws}, dims=DIMS, sample_dims=["chain", "draw"])
     return dt, horizon, beta
 
@@ -214,9 +219,13 @@ def env_from_datatree(dt):
     """Rebuild the environment stored in ``dt``: a GridWorld when it has a grid, else a TabularMDP."""
     data = _group(dt, "constant_data")
     if "grid" in data:
-        return GridWorld(data["grid"].values, (int(dt.attrs["start_row"]), int(dt.attrs["start_col"])))
+        return GridWorld(
+            data["grid"].values, (int(dt.attrs["start_row"]), int(dt.attrs["start_col"]))
+        )
     return TabularMDP(
-        data["next_state"].values.astype(np.int32), data["reward"].values, int(dt.attrs["start_state"])
+        data["next_state"].values.astype(np.int32),
+        data["reward"].values,
+        int(dt.attrs["start_state"]),
     )
 
 
@@ -231,7 +240,9 @@ def _group(dt, name):
 def _indicators(dt):
     """``return`` (chain, draw) and ``at_best`` (chain, draw, step = 1..T) as one Dataset."""
     posterior = _group(dt, "posterior")
-    at_best = (posterior["states"] == dt.attrs["best_state"]).astype(float).isel(step=slice(1, None))
+    at_best = (
+        (posterior["states"] == dt.attrs["best_state"]).astype(float).isel(step=slice(1, None))
+    )
     return xr.Dataset({"return": posterior["return"], "at_best": at_best})
 
 

@@ -65,7 +65,12 @@ def plot_occupancy(dt, exact=None, save=None):
                 value = visits[row, col]
                 if value >= 0.005:
                     ax.text(
-                        col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        col,
+                        row,
+                        f"{value:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
                         color="black" if norm(value) > 0.6 else "white",
                     )
         _mark_start_goal(ax, dt)
@@ -82,8 +87,8 @@ def plot_trajectories(dt, top=5, save=None):
     Paths are grouped by their sequence of cells (different actions can give the same cells,
     e.g. "up" against the top wall and "stay"); each is drawn slightly offset, with arrows,
     a line width growing with its frequency and its share of the draws in the legend; a ring
-    whose size grows with the number of steps marks a cell held for several steps ("stay",
-    or a move against a wall).
+    whose area grows with the square root of the number of steps marks a cell held for
+    several steps ("stay", or a move against a wall).
 
     Parameters
     ----------
@@ -116,22 +121,42 @@ def plot_trajectories(dt, top=5, save=None):
         color = palette(rank % 10)
         ret = float(grid.reshape(-1)[paths[index][1:]].sum())
         ax.plot(
-            x, y, "-o", color=color, lw=1.5 + 6.0 * share, ms=3.5, alpha=0.9,
+            x,
+            y,
+            "-o",
+            color=color,
+            lw=1.5 + 6.0 * share,
+            ms=3.5,
+            alpha=0.9,
             label=f"#{rank + 1}: {100 * share:.1f}% of draws, return {ret:g}",
         )
         dx, dy = np.diff(x), np.diff(y)
         moving = (dx != 0) | (dy != 0)
         mid_x, mid_y = x[:-1] + dx / 2, y[:-1] + dy / 2
         ax.quiver(
-            mid_x[moving], mid_y[moving], dx[moving], dy[moving], color=color, angles="xy",
-            scale_units="xy", scale=4.0, width=0.006, headwidth=4.5, headlength=5, pivot="mid",
+            mid_x[moving],
+            mid_y[moving],
+            dx[moving],
+            dy[moving],
+            color=color,
+            angles="xy",
+            scale_units="xy",
+            scale=4.0,
+            width=0.006,
+            headwidth=4.5,
+            headlength=5,
+            pivot="mid",
         )
         cells, dwell = np.unique(paths[index], return_counts=True)
-        stays = dwell > 1  # a cell held for several steps: a ring growing with the count
+        stays = dwell > 1  # a cell held for several steps: a ring growing as sqrt(count)
         cell_rows, cell_cols = np.divmod(cells[stays], width)
         ax.scatter(
-            cell_cols + offset, cell_rows + offset, s=40.0 * dwell[stays], facecolors="none",
-            edgecolors=color, linewidths=1.8,
+            cell_cols + offset,
+            cell_rows + offset,
+            s=50.0 * np.sqrt(dwell[stays]),
+            facecolors="none",
+            edgecolors=color,
+            linewidths=1.8,
         )
     fig.legend(loc="outside lower center", fontsize=8, ncol=1, frameon=False)
     ax.set_title(
@@ -156,13 +181,19 @@ def plot_tv(comparisons, save=None):
         8 x 4.5 in at 100 dpi.
     """
     if not hasattr(comparisons, "items") or not comparisons:
-        raise ValueError("comparisons must be a non-empty mapping of kernel name -> compare_to_exact")
+        raise ValueError(
+            "comparisons must be a non-empty mapping of kernel name -> compare_to_exact"
+        )
     fig, ax = plt.subplots(figsize=(8.0, 4.5), dpi=DPI, layout="constrained")
     markers = "os^Dv<>pP*"
     for i, (name, comparison) in enumerate(comparisons.items()):
         tv = comparison["tv"]
         ax.plot(
-            tv["step"].values, tv.values, marker=markers[i % len(markers)], ms=4, lw=1.5,
+            tv["step"].values,
+            tv.values,
+            marker=markers[i % len(markers)],
+            ms=4,
+            lw=1.5,
             label=f"{name}  (mean {float(comparison['mean_tv']):.3f})",
         )
     ax.set_xlabel("step t")
@@ -250,8 +281,14 @@ def _mark_start_goal(ax, dt):
             patches.Rectangle((col - 0.46, row - 0.46), 0.92, 0.92, fill=False, ec=color, lw=3.0)
         )
         ax.text(
-            col - 0.36, row - 0.34, letter, ha="left", va="center", fontsize=9,
-            fontweight="bold", color=color,
+            col - 0.36,
+            row - 0.34,
+            letter,
+            ha="left",
+            va="center",
+            fontsize=9,
+            fontweight="bold",
+            color=color,
             path_effects=[patheffects.withStroke(linewidth=2, foreground="black")],
         )
 

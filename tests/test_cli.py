@@ -67,14 +67,26 @@ def test_exact_on_a_grid_file(tiny_grid):
 def test_sample_then_report(tiny_grid, tmp_path):
     out = tmp_path / "run.nc"
     result = pgm_rl(
-        "sample", "--kernel", "trajectory-mh", "--grid", tiny_grid, *TINY, *RUN,
-        "--out", str(out), "--plots", str(tmp_path / "pics"),
+        "sample",
+        "--kernel",
+        "trajectory-mh",
+        "--grid",
+        tiny_grid,
+        *TINY,
+        *RUN,
+        "--out",
+        str(out),
+        "--plots",
+        str(tmp_path / "pics"),
     )
     assert result.returncode == 0, result.stderr
     assert "r_hat" in result.stdout and "vs exact: mean TV" in result.stdout
     assert out.stat().st_size > 0
     assert sorted(os.listdir(tmp_path / "pics")) == [
-        "occupancy.png", "rank.png", "trace.png", "trajectories.png"
+        "occupancy.png",
+        "rank.png",
+        "trace.png",
+        "trajectories.png",
     ]
     before = out.read_bytes()
     again = pgm_rl(
@@ -91,11 +103,18 @@ def test_sample_then_report(tiny_grid, tmp_path):
 
 def test_compare(tiny_grid, tmp_path):
     result = pgm_rl(
-        "compare", "--kernels", "trajectory-mh,stepwise-mh", "--grid", tiny_grid, *TINY, *RUN,
-        "--plots", str(tmp_path),
+        "compare",
+        "--kernels",
+        "trajectory-mh,stepwise-mh",
+        "--grid",
+        tiny_grid,
+        *TINY,
+        *RUN,
+        "--plots",
+        str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
-    table = result.stdout[result.stdout.index("kernel "):].splitlines()
+    table = result.stdout[result.stdout.index("kernel ") :].splitlines()
     assert [line.split()[0] for line in table[2:5]] == ["trajectory-mh", "stepwise-mh", "exact"]
     assert "tv.png" in os.listdir(tmp_path)
 

@@ -88,7 +88,9 @@ def test_from_dict_one_chain_and_many(env, exact):
     assert one["posterior"].sizes["chain"] == 1 and one["posterior"].sizes["draw"] == 50
     np.testing.assert_array_equal(one["posterior"]["states"].values[0], draws["states"])
     np.testing.assert_allclose(one["posterior"]["rewards"].values[0], draws["rewards"])
-    many = to_datatree({"actions": np.asarray(draws["actions"]).reshape(5, 10, HORIZON)}, env, beta=BETA)
+    many = to_datatree(
+        {"actions": np.asarray(draws["actions"]).reshape(5, 10, HORIZON)}, env, beta=BETA
+    )
     assert many["posterior"].sizes["chain"] == 5 and "exact" not in many.children
     assert many.attrs["beta"] == BETA
 
@@ -129,7 +131,9 @@ def test_summary_agrees_with_arviz_stats(tree):
     returns = tree["posterior"]["return"]
     dims = ["chain", "draw"]
     assert table.loc["return", "r_hat"] == pytest.approx(float(azs.rhat(returns, sample_dims=dims)))
-    assert table.loc["return", "ess_bulk"] == pytest.approx(float(azs.ess(returns, sample_dims=dims)))
+    assert table.loc["return", "ess_bulk"] == pytest.approx(
+        float(azs.ess(returns, sample_dims=dims))
+    )
     assert table.loc["return", "ess_tail"] == pytest.approx(
         float(azs.ess(returns, sample_dims=dims, method="tail"))
     )
@@ -148,7 +152,15 @@ def test_summary_agrees_with_arviz_stats(tree):
                 float(azs.mcse(at, sample_dims=dims, method="mean"))
             )
     assert len(table) == HORIZON + 1
-    assert list(table.columns) == ["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"]
+    assert list(table.columns) == [
+        "mean",
+        "sd",
+        "ess_bulk",
+        "ess_tail",
+        "r_hat",
+        "mcse_mean",
+        "mcse_sd",
+    ]
 
 
 def test_compare_to_exact_matches_direct_computation(tree, env, exact):
@@ -170,10 +182,14 @@ def test_exact_draws_are_close_to_exact(env, exact):
     """Exact iid draws: TV within the sample-size bound, return error within 4 MCSE."""
     n = 4000
     draws = exact.sample(jax.random.key(7), n)
-    tree = to_datatree({"actions": np.asarray(draws["actions"]).reshape(4, n // 4, HORIZON)}, env, exact)
+    tree = to_datatree(
+        {"actions": np.asarray(draws["actions"]).reshape(4, n // 4, HORIZON)}, env, exact
+    )
     comparison = compare_to_exact(tree)
     assert float(comparison["max_tv"]) < tv_tolerance(n, env.n_states)
-    assert abs(float(comparison["expected_return_error"])) < 4 * float(comparison["expected_return_mcse"])
+    assert abs(float(comparison["expected_return_error"])) < 4 * float(
+        comparison["expected_return_mcse"]
+    )
     assert float(comparison["max_r_hat"]) < 1.01
 
 
@@ -209,7 +225,9 @@ def test_best_state_is_the_goal_cell():
 
 
 def test_any_kernel_class_through_mcmc(env):
-    mcmc = MCMC(TrajectoryMH(pgm_rl.trajectory_model), num_warmup=10, num_samples=20, progress_bar=False)
+    mcmc = MCMC(
+        TrajectoryMH(pgm_rl.trajectory_model), num_warmup=10, num_samples=20, progress_bar=False
+    )
     mcmc.run(jax.random.key(0), env, HORIZON, BETA)  # no extra_fields: no sample_stats vars
     tree = to_datatree(mcmc, env)
     assert tree["posterior"].sizes["chain"] == 1

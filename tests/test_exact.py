@@ -178,7 +178,9 @@ def test_sample_marginals_within_tv_bound(small_problem):
     posterior = solve(env, horizon, beta)
     n = 20_000
     draws = posterior.sample(jax.random.key(7), n)
-    tv_states = tv_distance(empirical_state_marginals(draws["states"], env.n_states), posterior.state_marginals)
+    tv_states = tv_distance(
+        empirical_state_marginals(draws["states"], env.n_states), posterior.state_marginals
+    )
     tol = tv_tolerance(n, env.n_states)
     assert np.all(tv_states <= tol), (tv_states, tol)
     empirical_actions = np.stack([np.mean(draws["actions"] == a, axis=0) for a in range(5)], axis=1)
@@ -205,9 +207,13 @@ def test_sample_marginals_notebook_many_draws():
     posterior = solve(env, horizon, beta)
     n = 400_000
     draws = posterior.sample(jax.random.key(9), n)
-    tv = tv_distance(empirical_state_marginals(draws["states"], env.n_states), posterior.state_marginals)
+    tv = tv_distance(
+        empirical_state_marginals(draws["states"], env.n_states), posterior.state_marginals
+    )
     assert np.all(tv <= tv_tolerance(n, env.n_states))
-    np.testing.assert_allclose(np.mean(draws["rewards"].sum(axis=1)), posterior.expected_return, rtol=0.02)
+    np.testing.assert_allclose(
+        np.mean(draws["rewards"].sum(axis=1)), posterior.expected_return, rtol=0.02
+    )
 
 
 # --------------------------------------------------------------------------- notebook scale

@@ -41,7 +41,7 @@ def test_round_trip_preserves_values_dims_coords_and_attrs(tree, tmp_path):
 def test_refuses_existing_path_and_keeps_its_bytes(tree, tmp_path):
     path = tmp_path / "run.nc"
     path.write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="run.nc"):
+    with pytest.raises(FileExistsError, match=r"run\.nc"):
         io.save(tree, path)
     assert path.read_bytes() == b"precious"
     assert _files(tmp_path) == ["run.nc"]
@@ -87,7 +87,7 @@ def test_interrupt_by_keyboard_also_cleans_up(tree, tmp_path, monkeypatch):
 
 
 def test_bad_arguments(tree, tmp_path):
-    with pytest.raises(TypeError, match="dt must be an xarray.DataTree"):
+    with pytest.raises(TypeError, match=r"dt must be an xarray\.DataTree"):
         io.save({"a": 1}, tmp_path / "x.nc")
     with pytest.raises(TypeError, match="overwrite"):
         io.save(tree, tmp_path / "x.nc", overwrite="yes")
@@ -95,6 +95,6 @@ def test_bad_arguments(tree, tmp_path):
         io.save(tree, tmp_path / "missing" / "x.nc")
     with pytest.raises(IsADirectoryError):
         io.save(tree, tmp_path, overwrite=True)
-    with pytest.raises(FileNotFoundError, match="nope.nc"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.nc"):
         io.load(tmp_path / "nope.nc")
     assert _files(tmp_path) == []

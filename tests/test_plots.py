@@ -4,16 +4,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import jax  # noqa: E402
-import matplotlib.image as mpimg  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from conftest import random_grid  # noqa: E402
+import jax
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from conftest import random_grid
 
-import pgm_rl  # noqa: E402
-from pgm_rl import plots  # noqa: E402
-from pgm_rl.diagnostics import compare_to_exact, to_datatree  # noqa: E402
+import pgm_rl
+from pgm_rl import plots
+from pgm_rl.diagnostics import compare_to_exact, to_datatree
 
 HORIZON, BETA = 6, 0.8
 
@@ -23,7 +23,9 @@ def problem():
     env = random_grid(4, (4, 5))
     exact = pgm_rl.solve(env, HORIZON, BETA)
     draws = exact.sample(jax.random.key(1), 400)
-    tree = to_datatree({"actions": np.asarray(draws["actions"]).reshape(2, 200, HORIZON)}, env, exact)
+    tree = to_datatree(
+        {"actions": np.asarray(draws["actions"]).reshape(2, 200, HORIZON)}, env, exact
+    )
     return env, exact, tree
 
 
@@ -97,7 +99,7 @@ def test_svg_and_bad_paths(problem, tmp_path):
 
 
 def test_grid_pictures_need_a_grid(problem):
-    env, exact, _ = problem
+    env, _, _ = problem
     mdp = pgm_rl.TabularMDP(env.next_state, env.reward, 0)
     tree = to_datatree(pgm_rl.solve(mdp, 3, 1.0).sample(jax.random.key(0), 20), mdp, beta=1.0)
     with pytest.raises(ValueError, match="GridWorld"):
