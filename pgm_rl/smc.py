@@ -153,9 +153,7 @@ def _smc(key, next_state, reward, start_state, beta, ess_threshold, horizon, num
         jnp.zeros((), jnp.int32),
     )
     inputs = (random.split(key, horizon), jnp.arange(horizon))
-    (_, log_w, log_z, eve, num_resampling), (ancestors, actions) = lax.scan(
-        forward, start, inputs
-    )
+    (_, log_w, log_z, eve, num_resampling), (ancestors, actions) = lax.scan(forward, start, inputs)
 
     def trace_back(index, step_arrays):
         step_ancestors, step_actions = step_arrays

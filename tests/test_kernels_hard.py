@@ -30,7 +30,9 @@ def run(
 
 def mean_tv(mcmc, post):
     states = mcmc.get_samples()["states"]
-    return tv_distance(empirical_state_marginals(states, post.mdp.n_states), post.state_marginals).mean()
+    return tv_distance(
+        empirical_state_marginals(states, post.mdp.n_states), post.state_marginals
+    ).mean()
 
 
 KERNELS = {

@@ -46,14 +46,16 @@ def test_weighted_marginals_match_exact(small_problem):
 
 @pytest.mark.parametrize("env_seed, horizon, beta", [(1, 5, 0.5), (3, 6, 1.0)])
 def test_log_z_within_three_standard_errors(env_seed, horizon, beta):
-    """Over 40 runs of 100 particles: at least 38 estimates within 3 SE of exact, and the SE
+    """Over 40 runs of 500 particles: at least 38 estimates within 3 SE of exact, and the SE
     calibrated (the spread of the estimates matches the mean reported SE within a factor of 2).
 
     Not all 40: log Z_hat is skewed and the single-run SE is itself noisy, so |z| > 3 occurs in
-    ~2% of runs (measured over 200 runs) rather than the Gaussian 0.3%."""
+    1.5-2% of runs (measured over 200 runs) rather than the Gaussian 0.3%."""
     env = random_grid(env_seed)
     exact = pgm_rl.solve(env, horizon, beta).log_z
-    runs = [run_smc(key, env, horizon, beta, 100) for key in jax.random.split(jax.random.key(2), 40)]
+    runs = [
+        run_smc(key, env, horizon, beta, 500) for key in jax.random.split(jax.random.key(2), 40)
+    ]
     log_z = np.array([float(r.log_z) for r in runs])
     se = np.array([float(r.log_z_se) for r in runs])
     assert np.sum(np.abs(log_z - exact) <= 3 * se) >= 38

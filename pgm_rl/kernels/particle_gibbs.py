@@ -15,9 +15,6 @@ is a (T + 1, S) table computed once per sweep by a backward pass. Conditioning o
 instead (an indicator ``s_t^j == s_t'``) would be valid too but keeps fewer ancestors.
 """
 
-from typing import NamedTuple
-
-import jax
 import jax.numpy as jnp
 from jax import lax, random
 
@@ -135,4 +132,3 @@ class ParticleGibbs(PureKernelAdapter):
             return init(mdp, init_params["actions"])
 
         return init_fn, lambda key, state: step(key, state, beta), lambda s: {"actions": s.actions}
-

@@ -143,7 +143,9 @@ class ReplicaExchange(PureKernelAdapter):
         if betas is not None:
             betas = np.asarray(betas, dtype=float)
             if betas.ndim != 1 or betas.shape[0] < 2:
-                raise ValueError(f"betas must be a 1-D ladder of >= 2 values, got shape {betas.shape}")
+                raise ValueError(
+                    f"betas must be a 1-D ladder of >= 2 values, got shape {betas.shape}"
+                )
             if not np.all(np.isfinite(betas)) or np.any(betas < 0) or np.any(np.diff(betas) >= 0):
                 raise ValueError(f"betas must be finite, >= 0 and strictly decreasing, got {betas}")
         self.betas = betas

@@ -84,7 +84,9 @@ def check_block_size(block_size):
     if block_size is None:
         return None
     if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
-        raise TypeError(f"block_size must be None (suffix moves) or an int >= 1, got {block_size!r}")
+        raise TypeError(
+            f"block_size must be None (suffix moves) or an int >= 1, got {block_size!r}"
+        )
     if block_size < 1:
         raise ValueError(f"block_size must be None (suffix moves) or an int >= 1, got {block_size}")
     return int(block_size)

@@ -1,0 +1,132 @@
+"""Kernels on the two-corridor multimodal case: ESS/s of the return and TV vs exact.
+
+Every kernel runs 4 chains through ``numpyro.infer.MCMC`` on the same model; the timed run is
+a second ``run`` of the same ``MCMC`` object (compilation excluded). Exact iid sampling is
+the ceiling. Prints a markdown table and the ratio of our best ESS/s to NumPyro's best
+built-in kernel's.
+
+    python benchmarks/bench_hard.py            # full budget
+    python benchmarks/bench_hard.py --quick    # a smoke run
+"""
+
+import argparse
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import arviz_stats  # noqa: E402
+import numpy as np  # noqa: E402
+from numpyro.infer import MCMC  # noqa: E402
+
+import pgm_rl  # noqa: E402
+from pgm_rl.exact import empirical_state_marginals, tv_distance  # noqa: E402
+from pgm_rl.kernels import (  # noqa: E402
+    ActionGibbs,
+    ParticleGibbs,
+    ReplicaExchange,
+    SuffixMH,
+    TrajectoryMH,
+)
+from pgm_rl.kernels.registry import make_kernel  # noqa: E402
+
+MODEL = pgm_rl.trajectory_model
+CHAINS = 4
+
+
+def corridors():
+    """Reward = column index, wall (rows 1-3, cols 1-5) -10, top corridor 1 worse at (0, 3)."""
+    grid = np.tile(np.arange(7.0), (5, 1))
+    grid[1:4, 1:6] = -10.0
+    grid[0, 3] -= 1.0
+    return pgm_rl.GridWorld(grid, (2, 0)), 10, 1.0
+
+
+def kernels(draws):
+    """(name, kernel, chain_method, draws per chain): cheap kernels get more draws."""
+    return [
+        ("trajectory-mh", TrajectoryMH(MODEL), "vectorized", 20 * draws),
+        ("action-gibbs", ActionGibbs(MODEL), "vectorized", 10 * draws),
+        ("suffix-mh", SuffixMH(MODEL), "vectorized", draws),
+        ("suffix-mh block 2", SuffixMH(MODEL, block_size=2), "vectorized", draws),
+        ("particle-gibbs N=256", ParticleGibbs(MODEL, num_particles=256), "vectorized", draws),
+        ("replica-exchange", ReplicaExchange(MODEL), "vectorized", draws),
+        ("discrete-hmc-gibbs", make_kernel("discrete-hmc-gibbs"), jax.vmap, max(draws // 10, 50)),
+        ("mixed-hmc", make_kernel("mixed-hmc"), jax.vmap, max(draws // 10, 50)),
+    ]
+
+
+def measure(states, rewards, post, seconds):
+    """ESS of the return (chains, draws), ESS/s, TV at half and all the draws."""
+    ret = np.asarray(rewards).sum(-1)
+    ess = float(arviz_stats.ess(ret, chain_axis=0, draw_axis=1))
+    n_states = post.mdp.n_states
+
+    def tv(s):
+        return float(
+            tv_distance(empirical_state_marginals(s, n_states), post.state_marginals).mean()
+        )
+
+    half = states[:, : states.shape[1] // 2]
+    return ess, ess / seconds, tv(half), tv(states)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small budget, a smoke run")
+    parser.add_argument("--draws", type=int, default=2000, help="draws per chain (base budget)")
+    args = parser.parse_args(argv)
+    draws = 200 if args.quick else args.draws
+    env, horizon, beta = corridors()
+    post = pgm_rl.solve(env, horizon, beta)
+    rows = []
+    for name, kernel, method, n in kernels(draws):
+        mcmc = MCMC(
+            kernel,
+            num_warmup=min(500, n),
+            num_samples=n,
+            num_chains=CHAINS,
+            chain_method=method,
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.key(0), env, horizon, beta)
+        start = time.perf_counter()
+        mcmc.run(jax.random.key(1), env, horizon, beta)
+        samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+        seconds = time.perf_counter() - start
+        states = np.asarray(samples["states"])
+        rows.append((name, n, seconds, *measure(states, samples["rewards"], post, seconds)))
+        print(f"  done {name}: {seconds:.2f}s", flush=True)
+    n = CHAINS * 20 * draws
+    post.sample(jax.random.key(0), n)  # compile
+    start = time.perf_counter()
+    exact = jax.block_until_ready(post.sample(jax.random.key(1), n))
+    seconds = time.perf_counter() - start
+    states = np.asarray(exact["states"]).reshape(CHAINS, -1, horizon + 1)
+    rewards = np.asarray(exact["rewards"]).reshape(CHAINS, -1, horizon)
+    rows.append(
+        ("exact iid (ceiling)", n // CHAINS, seconds, *measure(states, rewards, post, seconds))
+    )
+
+    print(
+        f"\nTwo corridors 5x7, T={horizon}, beta={beta}, {CHAINS} chains; timed run excludes compile"
+    )
+    print("| kernel | draws/chain | seconds | ESS(return) | ESS/s | TV half | TV all |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, n, seconds, ess, ess_s, tv_half, tv_all in rows:
+        print(
+            f"| {name} | {n} | {seconds:.2f} | {ess:.0f} | {ess_s:.0f} | {tv_half:.3f} | {tv_all:.3f} |"
+        )
+    ours = {r[0]: r[4] for r in rows[:6]}
+    builtin = {r[0]: r[4] for r in rows[6:8]}
+    best, best_builtin = max(ours, key=ours.get), max(builtin, key=builtin.get)
+    ratio = ours[best] / builtin[best_builtin]
+    print(
+        f"\nbest ours: {best} {ours[best]:.0f} ESS/s; best NumPyro built-in: {best_builtin} "
+        f"{builtin[best_builtin]:.1f} ESS/s; ratio {ratio:.0f}x (target >= 10x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
