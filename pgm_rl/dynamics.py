@@ -33,3 +33,28 @@ def rollout(mdp, actions, start_state=None):
     _, (states, rewards) = lax.scan(step, s0, jnp.moveaxis(actions, -1, 0))
     states = jnp.concatenate([s0[None], states], axis=0)
     return jnp.moveaxis(states, 0, -1), jnp.moveaxis(rewards, 0, -1)
+
+
+def returns_to_go(mdp, actions):
+    """Return of following ``actions[t:]`` from every state.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    actions : int array, shape (T,)
+
+    Returns
+    -------
+    float array, shape (T + 1, S): ``G[t, s]`` is the return of ``actions[t:]`` taken from
+    state ``s`` at time t, with ``G[T] = 0``.
+    """
+    next_state = jnp.asarray(mdp.next_state)
+    reward = jnp.asarray(mdp.reward)
+
+    def step(g_next, action):
+        g = reward[:, action] + g_next[next_state[:, action]]
+        return g, g
+
+    g_end = jnp.zeros(next_state.shape[0], reward.dtype)
+    _, g = lax.scan(step, g_end, actions, reverse=True)
+    return jnp.concatenate([g, g_end[None]])

@@ -8,10 +8,9 @@ from conftest import random_grid
 from numpyro.infer import MCMC
 
 import pgm_rl
-from pgm_rl.dynamics import rollout
+from pgm_rl.dynamics import returns_to_go, rollout
 from pgm_rl.exact import empirical_state_marginals, stepwise_target, tv_distance
 from pgm_rl.kernels import ActionGibbs, StepwiseMH, TrajectoryMH
-from pgm_rl.kernels.action_gibbs import returns_to_go
 
 NUM_CHAINS, NUM_WARMUP, NUM_DRAWS = 4, 500, 2000
 KERNELS = {
@@ -160,7 +159,7 @@ def test_trajectory_mh_fails_where_prior_rollouts_never_reach_the_goal():
 def test_action_gibbs_returns_to_go_match_rollouts():
     env = random_grid(4, (3, 4))
     actions = jax.random.randint(jax.random.key(1), (7,), 0, env.n_actions)
-    g = np.asarray(returns_to_go(env.next_state, env.reward, actions))
+    g = np.asarray(returns_to_go(env, actions))
     states, rewards = rollout(env, actions)
     assert g.shape == (8, env.n_states)
     suffix_sums = np.cumsum(np.asarray(rewards)[::-1])[::-1]

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax, random
 
+from pgm_rl.dynamics import returns_to_go
 from pgm_rl.kernels.base import PureKernelAdapter, mh_accept
 from pgm_rl.model import trajectory_problem
 
@@ -35,30 +36,6 @@ class ActionGibbsInfo(NamedTuple):
     """``accept_prob``: mean over the sweep's T updates (1 for exact Gibbs), scalar."""
 
     accept_prob: jax.Array
-
-
-def returns_to_go(next_state, reward, actions):
-    """``G[t, s]``: return of following ``actions[t:]`` from state s at time t.
-
-    Parameters
-    ----------
-    next_state : int array, shape (S, A)
-    reward : float array, shape (S, A)
-    actions : int array, shape (T,)
-
-    Returns
-    -------
-    float array, shape (T + 1, S), with ``G[T] = 0``.
-    """
-    next_state, reward = jnp.asarray(next_state), jnp.asarray(reward)
-
-    def step(g_next, action):
-        g = reward[:, action] + g_next[next_state[:, action]]
-        return g, g
-
-    g_end = jnp.zeros(next_state.shape[0], reward.dtype)
-    _, g = lax.scan(step, g_end, actions, reverse=True)
-    return jnp.concatenate([g, g_end[None]])
 
 
 def init(actions):
@@ -82,7 +59,7 @@ def build_kernel(mdp, beta, proposal="gibbs"):
         return chosen, info.accept_prob
 
     def step(key, state):
-        g = returns_to_go(next_state, reward, state.actions)  # (T + 1, S)
+        g = returns_to_go(mdp, state.actions)  # (T + 1, S)
 
         def visit(s, inputs):
             key, action, g_next = inputs

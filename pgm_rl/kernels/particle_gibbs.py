@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl._checks import check_positive_int
+from pgm_rl.dynamics import returns_to_go
 from pgm_rl.kernels.base import MHInfo, PureKernelAdapter
 from pgm_rl.kernels.suffix_mh import init, init_from_prior
 from pgm_rl.model import trajectory_problem
@@ -38,20 +39,6 @@ def multinomial_resample(key, log_weights, num):
     return jnp.minimum(index, log_weights.shape[0] - 1).astype(jnp.int32)
 
 
-def future_returns(mdp, actions):
-    """``G[t, s]``: return of ``actions[t:]`` taken from state ``s``; shape (T + 1, S)."""
-    next_state = jnp.asarray(mdp.next_state)
-    reward = jnp.asarray(mdp.reward)
-
-    def back(g_next, action):
-        g = reward[:, action] + g_next[next_state[:, action]]
-        return g, g
-
-    zero = jnp.zeros(mdp.n_states, reward.dtype)
-    _, g = lax.scan(back, zero, actions, reverse=True)
-    return jnp.concatenate([g, zero[None]])
-
-
 def build_kernel(mdp, horizon, num_particles):
     """One conditional SMC sweep with ancestor sampling, ``step(key, state, beta)``.
 
@@ -64,7 +51,7 @@ def build_kernel(mdp, horizon, num_particles):
 
     def step(key, state, beta):
         ref = state.actions
-        g = future_returns(mdp, ref)
+        g = returns_to_go(mdp, ref)
         s0 = jnp.full(num_particles, mdp.start_state, next_state.dtype)
         log_w0 = jnp.zeros(num_particles, reward.dtype)
 
