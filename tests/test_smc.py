@@ -44,14 +44,16 @@ def test_weighted_marginals_match_exact(small_problem):
     assert abs(float(result.log_z) - post.log_z) <= 3 * float(result.log_z_se)
 
 
-@pytest.mark.parametrize("env_seed, horizon, beta", [(1, 5, 0.5), (3, 6, 1.0)])
+@pytest.mark.parametrize("env_seed, horizon, beta", [(1, 5, 0.5), (3, 6, 1.0), (None, 8, 0.5)])
 def test_log_z_within_three_standard_errors(env_seed, horizon, beta):
     """Over 40 runs of 500 particles: at least 38 estimates within 3 SE of exact, and the SE
-    calibrated (the spread of the estimates matches the mean reported SE within a factor of 2).
+    calibrated: the spread of the estimates matches the mean reported SE within a factor of 1.4
+    (40 runs pin the spread to ~11%). On the notebook grid (``env_seed=None``) systematic
+    resampling made the genealogy SE 1.75x too small; multinomial resampling keeps it calibrated.
 
     Not all 40: log Z_hat is skewed and the single-run SE is itself noisy, so |z| > 3 occurs in
     1.5-2% of runs (measured over 200 runs) rather than the Gaussian 0.3%."""
-    env = random_grid(env_seed)
+    env = pgm_rl.GridWorld.notebook() if env_seed is None else random_grid(env_seed)
     exact = pgm_rl.solve(env, horizon, beta).log_z
     runs = [
         run_smc(key, env, horizon, beta, 500) for key in jax.random.split(jax.random.key(2), 40)
@@ -59,7 +61,7 @@ def test_log_z_within_three_standard_errors(env_seed, horizon, beta):
     log_z = np.array([float(r.log_z) for r in runs])
     se = np.array([float(r.log_z_se) for r in runs])
     assert np.sum(np.abs(log_z - exact) <= 3 * se) >= 38
-    assert 0.5 < np.std(log_z) / np.mean(se) < 2.0
+    assert 1 / 1.4 < np.std(log_z) / np.mean(se) < 1.4
     assert sum(int(r.num_resampling) for r in runs) > 0
 
 
