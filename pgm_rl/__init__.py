@@ -1,6 +1,9 @@
-"""pgm_rl: control as inference (planning and RL as probabilistic inference) with NumPyro and ArviZ."""
+"""pgm_rl: control as inference (planning and RL as probabilistic inference) with NumPyro and ArviZ.
 
-from pgm_rl import exact, smc
+Pictures live in ``pgm_rl.plots`` (imported on its own: it loads matplotlib).
+"""
+
+from pgm_rl import diagnostics, exact, io, kernels, smc
 from pgm_rl.dynamics import rollout
 from pgm_rl.envs import ACTION_NAMES, GridWorld, TabularMDP
 from pgm_rl.exact import ExactPosterior, solve
@@ -13,7 +16,10 @@ __all__ = [
     "GridWorld",
     "SMCResult",
     "TabularMDP",
+    "diagnostics",
     "exact",
+    "io",
+    "kernels",
     "rollout",
     "run_smc",
     "smc",
