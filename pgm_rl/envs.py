@@ -153,7 +153,7 @@ def read_grid(path):
     lines = [
         line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
-    if "," in text:
+    if any("," in line for line in lines):
         rows = [[cell.strip() for cell in row] for row in csv.reader(lines)]
     else:
         rows = [line.split() for line in lines]

@@ -119,8 +119,9 @@ def test_input_is_copied():
         "1, 2.5, -3\n4, 5, 6e2\n",
         "1 2.5 -3\n4\t5   6e2\n",
         "# a comment\n\n1,2.5,-3\n  4 , 5 , 6e2  \n\n",
+        "# rewards, one row per line\n1 2.5 -3\n4 5 6e2\n",
     ],
-    ids=["csv", "whitespace", "comments-blank-lines"],
+    ids=["csv", "whitespace", "comments-blank-lines", "comma-in-comment"],
 )
 def test_from_file(tmp_path, text):
     path = tmp_path / "grid.txt"
