@@ -102,10 +102,29 @@ def run_case(title, folder, names, env, setting, seed=0):
 def main_demo(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="report", help="report folder (default report/)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder the demo did not make",
+    )
     args = parser.parse_args(argv)
+    marker = os.path.join(args.out, ".pgm_rl_demo")
+    if (
+        os.path.isdir(args.out)
+        and os.listdir(args.out)
+        and not os.path.exists(marker)
+        and not args.overwrite
+    ):
+        parser.exit(
+            2,
+            f"demo: error: {args.out!r} is a non-empty folder the demo did not make; "
+            "pick another --out or pass --overwrite\n",
+        )
     start = time.perf_counter()
     env = pgm_rl.GridWorld.notebook()
     os.makedirs(args.out, exist_ok=True)
+    with open(marker, "w") as handle:
+        handle.write("made by examples/demo.py: rerunning the demo regenerates this folder\n")
     sections = [
         run_case(
             "Every kernel where the posterior is interesting",
