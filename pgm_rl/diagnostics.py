@@ -20,10 +20,12 @@ the largest reward: the goal), ``sampler`` and, for a grid, ``start_row``/``star
 The environment can be rebuilt from the tree with :func:`env_from_datatree`.
 """
 
+import importlib
 import warnings
 
 import arviz_stats as azs
 import numpy as np
+import numpyro.infer
 import xarray as xr
 from arviz_base import from_dict, from_numpyro
 from numpyro.infer import MCMC
@@ -103,6 +105,7 @@ def _from_mcmc(mcmc, mdp):
     model = mcmc.sampler.model
     problem_mdp, horizon, beta = trajectory_problem(model, mcmc._args, mcmc._kwargs)
     _check_same_mdp(problem_mdp, mdp)
+    _restore_numpyro_initialization()
     dt = from_numpyro(mcmc, dims=DIMS)
     keep = [name for name in ("posterior", "sample_stats") if name in dt.children]
     dt = xr.DataTree.from_dict({name: dt[name].to_dataset() for name in keep})
@@ -116,6 +119,14 @@ def _from_mcmc(mcmc, mdp):
         dt["sample_stats"] = xr.Dataset(renamed, attrs=stats.attrs)
     dt.attrs["sampler"] = type(mcmc.sampler).__name__
     return dt, horizon, beta
+
+
+def _restore_numpyro_initialization():
+    """Work around a lazy-import clash: arviz_base loads numpyro through lazy_loader, and when
+    arviz_base is imported before numpyro, ``numpyro.infer`` ends up without its
+    ``initialization`` attribute, which ``from_numpyro`` reads."""
+    if not hasattr(numpyro.infer, "initialization"):
+        numpyro.infer.initialization = importlib.import_module("numpyro.infer.initialization")
 
 
 def _from_samples(samples, mdp, exact, horizon, beta):

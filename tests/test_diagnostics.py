@@ -1,5 +1,8 @@
 """pgm_rl.diagnostics: DataTree layout, summary through arviz-stats, distance to exact."""
 
+import subprocess
+import sys
+
 import arviz_stats as azs
 import jax
 import numpy as np
@@ -232,3 +235,24 @@ def test_any_kernel_class_through_mcmc(env):
     tree = to_datatree(mcmc, env)
     assert tree["posterior"].sizes["chain"] == 1
     assert "acceptance_rate" not in tree.get("sample_stats", {})
+
+
+def test_to_datatree_when_arviz_base_is_imported_before_numpyro(tmp_path):
+    """arviz_base loads numpyro lazily; imported first, it used to leave ``numpyro.infer``
+    without ``initialization`` and ``from_numpyro`` failed. Fresh interpreter, that order."""
+    code = (
+        "import arviz_base\n"
+        "import jax\n"
+        "from numpyro.infer import MCMC\n"
+        "import pgm_rl\n"
+        "env = pgm_rl.GridWorld([[0.0, 1.0], [1.0, 2.0]], (0, 0))\n"
+        "mcmc = MCMC(pgm_rl.kernels.TrajectoryMH(pgm_rl.trajectory_model), num_warmup=5,\n"
+        "            num_samples=5, num_chains=2, chain_method='vectorized', progress_bar=False)\n"
+        "mcmc.run(jax.random.key(0), env, 2, 0.5)\n"
+        "print(dict(pgm_rl.diagnostics.to_datatree(mcmc, env)['posterior'].sizes))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "'chain': 2, 'draw': 5" in result.stdout
