@@ -201,8 +201,12 @@ def main(argv=None):
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
+    parser.add_argument("--warmup", type=int, help="warm-up steps per chain (default 1000)")
+    parser.add_argument("--draws", type=int, help="draws per chain (default 2000)")
     args = parser.parse_args(argv)
-    args.warmup, args.draws = (200, 500) if args.quick else (1000, 2000)
+    warmup, draws = (200, 500) if args.quick else (1000, 2000)
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.draws = draws if args.draws is None else args.draws
     notebook_iterations = 100 if args.quick else 300
 
     has_torch = importlib.util.find_spec("torch") is not None

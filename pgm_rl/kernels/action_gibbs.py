@@ -50,10 +50,10 @@ def build_kernel(mdp, beta, proposal="gibbs"):
     reward = jnp.asarray(mdp.reward)
     n_actions = mdp.n_actions
 
-    def update(key, action, logits):
-        if proposal == "gibbs":
-            return random.categorical(key, logits), jnp.ones((), logits.dtype)
-        proposal_key, accept_key = random.split(key)
+    def update(noise, action, logits):
+        if proposal == "gibbs":  # noise: Gumbel (A,); argmax(logits + Gumbel) ~ Categorical
+            return jnp.argmax(logits + noise).astype(action.dtype), jnp.ones((), logits.dtype)
+        proposal_key, accept_key = random.split(noise)  # noise: a PRNG key
         candidate = random.randint(proposal_key, (), 0, n_actions, action.dtype)
         chosen, info = mh_accept(accept_key, logits[candidate] - logits[action], candidate, action)
         return chosen, info.accept_prob
@@ -62,14 +62,18 @@ def build_kernel(mdp, beta, proposal="gibbs"):
         g = returns_to_go(mdp, state.actions)  # (T + 1, S)
 
         def visit(s, inputs):
-            key, action, g_next = inputs
+            noise, action, g_next = inputs
             logits = beta * (reward[s] + g_next[next_state[s]])  # (A,): all candidates
-            action, accept_prob = update(key, action, logits)
+            action, accept_prob = update(noise, action, logits)
             return next_state[s, action], (action, accept_prob)
 
-        keys = random.split(key, state.actions.shape[0])
+        horizon = state.actions.shape[0]
+        if proposal == "gibbs":
+            noise = random.gumbel(key, (horizon, n_actions), reward.dtype)
+        else:
+            noise = random.split(key, horizon)
         s0 = jnp.asarray(mdp.start_state, next_state.dtype)
-        _, (actions, accept_probs) = lax.scan(visit, s0, (keys, state.actions, g[1:]))
+        _, (actions, accept_probs) = lax.scan(visit, s0, (noise, state.actions, g[1:]))
         return ActionGibbsState(actions.astype(state.actions.dtype)), ActionGibbsInfo(
             jnp.mean(accept_probs)
         )
