@@ -165,12 +165,14 @@ def summarise(name, samples, exact, elapsed, num_steps):
         "rhat": rhat,
         "tv": float(tv_distance(states, exact.state_marginals).mean()),
         "mean_return": float(returns.mean()),
+        "stuck": bool(np.all(returns.std(axis=1) == 0)),
     }
 
 
 def print_table(horizon, beta, rows, exact, notebook_steps):
     best_builtin = max(
-        (row["ess_per_s"] for row in rows if row["name"] in BUILTINS), default=float("nan")
+        (row["ess_per_s"] for row in rows if row["name"] in BUILTINS and not row["stuck"]),
+        default=float("nan"),
     )
     print(
         f"\nnotebook grid, T = {horizon}, beta = {beta}; exact mean return {exact.expected_return:.6g}"
@@ -186,9 +188,13 @@ def print_table(horizon, beta, rows, exact, notebook_steps):
         steps_text = "-" if steps is None else f"{steps:11.4g}"
         ratio_text = "-" if steps is None else f"{steps / notebook_steps:11.4g}"
         builtin_ratio = row["ess_per_s"] / best_builtin if best_builtin > 0 else float("nan")
+        # every chain's return constant: ESS and R-hat say nothing about mixing
+        ess_text = "(stuck)" if row["stuck"] else f"{row['ess_per_s']:10.4g}"
+        ratio_builtin_text = "-" if row["stuck"] else f"{builtin_ratio:15.3g}"
+        rhat_text = "inf" if row["stuck"] else f"{row['rhat']:8.3f}"
         print(
-            f"{row['name']:24s} {steps_text:>11s} {ratio_text:>11s} {row['ess_per_s']:10.4g} "
-            f"{builtin_ratio:15.3g} {row['rhat']:8.3f} {row['tv']:8.3f} "
+            f"{row['name']:24s} {steps_text:>11s} {ratio_text:>11s} {ess_text:>10s} "
+            f"{ratio_builtin_text:>15s} {rhat_text:>8s} {row['tv']:8.3f} "
             f"{row['mean_return']:12.6g} {row['seconds']:7.2f}"
         )
 
