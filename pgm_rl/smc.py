@@ -65,9 +65,16 @@ class SMCResult(NamedTuple):
     num_resampling: jax.Array
 
 
-def multinomial_resample(key, log_weights):
-    """Multinomial resampling: N iid ancestor indices from normalised ``log_weights`` (N,)."""
-    return random.categorical(key, log_weights, shape=log_weights.shape)
+def multinomial_resample(key, log_weights, num):
+    """``num`` iid ancestor indices drawn with probabilities ``softmax(log_weights)`` (N,).
+
+    Inverse-CDF sampling with ``searchsorted``: O(N + num log N) time and O(N + num) memory.
+    """
+    weights = jnp.exp(log_weights - jnp.max(log_weights))
+    cdf = jnp.cumsum(weights)
+    u = random.uniform(key, (num,), cdf.dtype) * cdf[-1]
+    index = jnp.searchsorted(cdf, u, side="right")
+    return jnp.minimum(index, log_weights.shape[0] - 1).astype(jnp.int32)
 
 
 def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
@@ -132,7 +139,9 @@ def _smc(key, next_state, reward, start_state, beta, ess_threshold, horizon, num
         ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
         resample = (ess < ess_threshold * num_particles) & (t < horizon - 1)
         ancestors = jnp.where(
-            resample, multinomial_resample(resample_key, log_w), jnp.arange(num_particles)
+            resample,
+            multinomial_resample(resample_key, log_w, num_particles),
+            jnp.arange(num_particles),
         )
         carry = (
             states[ancestors],

@@ -23,20 +23,9 @@ from pgm_rl.dynamics import returns_to_go
 from pgm_rl.kernels.base import MHInfo, PureKernelAdapter
 from pgm_rl.kernels.suffix_mh import init, init_from_prior
 from pgm_rl.model import trajectory_problem
+from pgm_rl.smc import multinomial_resample
 
-__all__ = ["ParticleGibbs", "build_kernel", "multinomial_resample"]
-
-
-def multinomial_resample(key, log_weights, num):
-    """``num`` iid ancestor indices drawn with probabilities ``softmax(log_weights)`` (N,).
-
-    Inverse-CDF sampling with ``searchsorted``: O(N + num log N) time and O(N) memory.
-    """
-    weights = jnp.exp(log_weights - jnp.max(log_weights))
-    cdf = jnp.cumsum(weights)
-    u = random.uniform(key, (num,), cdf.dtype) * cdf[-1]
-    index = jnp.searchsorted(cdf, u, side="right")
-    return jnp.minimum(index, log_weights.shape[0] - 1).astype(jnp.int32)
+__all__ = ["ParticleGibbs", "build_kernel"]
 
 
 def build_kernel(mdp, horizon, num_particles):
