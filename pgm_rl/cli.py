@@ -24,7 +24,6 @@ __all__ = [
     "compare_kernels",
     "format_table",
     "main",
-    "most_probable_path",
     "run_kernel",
     "write_plots",
 ]
@@ -104,49 +103,6 @@ def run_kernel(
     )
     jax.block_until_ready(mcmc.get_samples())
     return mcmc, time.perf_counter() - start
-
-
-def most_probable_path(env, horizon, beta):
-    """The MAP action sequence of the trajectory posterior, by a max-product backward pass.
-
-    With the uniform action prior the posterior is proportional to exp(beta * return), so
-    for beta > 0 the MAP trajectory maximises the return: V_T = 0,
-    Q_t(s, a) = r(s, a) + V_{t+1}(s'(s, a)), V_t = max_a Q_t, then act greedily on Q from
-    the start. Ties go to the lowest action id (at beta = 0 every path is a MAP path).
-
-    Returns
-    -------
-    actions : int array, shape (T,)
-    states : int array, shape (T + 1,)
-    """
-    import jax.numpy as jnp
-    from jax import lax
-
-    from pgm_rl._checks import check_beta, check_horizon
-    from pgm_rl.model import check_env
-
-    mdp = check_env(env)
-    horizon = check_horizon(horizon)
-    check_beta(beta)
-    next_state = jnp.asarray(mdp.next_state)
-    reward = jnp.asarray(mdp.reward)
-
-    def backward(value, _):
-        q = reward + value[next_state]  # (S, A)
-        return q.max(axis=1), q
-
-    _, q_values = lax.scan(
-        backward, jnp.zeros(mdp.n_states, reward.dtype), None, length=horizon, reverse=True
-    )
-
-    def forward(state, q):
-        action = jnp.argmax(q[state])
-        new_state = next_state[state, action]
-        return new_state, (action, new_state)
-
-    start = jnp.asarray(mdp.start_state, next_state.dtype)
-    _, (actions, states) = lax.scan(forward, start, q_values)
-    return np.asarray(actions), np.concatenate([[mdp.start_state], np.asarray(states)])
 
 
 def compare_kernels(
@@ -474,7 +430,7 @@ def _plot_paths(folder, names):
 
 
 def _cmd_exact(args):
-    from pgm_rl.exact import solve
+    from pgm_rl.exact import most_probable_path, solve
 
     env = _env(args)
     exact = solve(env, args.horizon, args.beta)

@@ -28,6 +28,7 @@ __all__ = [
     "ExactPosterior",
     "StepwiseTarget",
     "empirical_state_marginals",
+    "most_probable_path",
     "solve",
     "stepwise_target",
     "tv_distance",
@@ -149,6 +150,43 @@ def solve(env, horizon, beta):
         action_marginals=action_marginals,
         expected_return=math.fsum(np.asarray(step_returns, dtype=np.float64).tolist()),
     )
+
+
+def most_probable_path(env, horizon, beta):
+    """The MAP action sequence of the trajectory posterior, by a max-product backward pass.
+
+    With the uniform action prior the posterior is proportional to exp(beta * return), so
+    for beta > 0 the MAP trajectory maximises the return: V_T = 0,
+    Q_t(s, a) = r(s, a) + V_{t+1}(s'(s, a)), V_t = max_a Q_t, then act greedily on Q from
+    the start. Ties go to the lowest action id (at beta = 0 every path is a MAP path).
+
+    Returns
+    -------
+    actions : int array, shape (T,)
+    states : int array, shape (T + 1,)
+    """
+    mdp = check_env(env)
+    horizon = check_horizon(horizon)
+    check_beta(beta)
+    next_state = jnp.asarray(mdp.next_state)
+    reward = jnp.asarray(mdp.reward)
+
+    def backward(value, _):
+        q = reward + value[next_state]  # (S, A)
+        return q.max(axis=1), q
+
+    _, q_values = lax.scan(
+        backward, jnp.zeros(mdp.n_states, reward.dtype), None, length=horizon, reverse=True
+    )
+
+    def forward(state, q):
+        action = jnp.argmax(q[state])
+        new_state = next_state[state, action]
+        return new_state, (action, new_state)
+
+    start = jnp.asarray(mdp.start_state, next_state.dtype)
+    _, (actions, states) = lax.scan(forward, start, q_values)
+    return np.asarray(actions), np.concatenate([[mdp.start_state], np.asarray(states)])
 
 
 def check_fits_in_memory(horizon, n_states, n_actions):

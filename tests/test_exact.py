@@ -385,3 +385,22 @@ def test_log_prob_batch_shapes(posterior):
 def test_public_names():
     assert pgm_rl.solve is solve and pgm_rl.exact.solve is solve
     assert pgm_rl.ExactPosterior is ExactPosterior
+
+
+@pytest.mark.parametrize("seed", [0, 5, 9])
+def test_most_probable_path_is_a_brute_force_maximiser(seed):
+    """The max-product path has the largest posterior probability of all A^T sequences."""
+    env, horizon, beta = random_grid(seed, (3, 4)), 5, 0.7
+    truth = enumerate_posterior(env, horizon, beta)
+    actions, states = pgm_rl.exact.most_probable_path(env, horizon, beta)
+    assert actions.shape == (horizon,) and states.shape == (horizon + 1,)
+    np.testing.assert_array_equal(states, np.asarray(rollout(env, actions)[0]))
+    log_prob = float(solve(env, horizon, beta).log_prob(actions))
+    assert log_prob == pytest.approx(truth["log_prob"].max(), abs=1e-9)
+
+
+def test_most_probable_path_bad_input():
+    with pytest.raises(ValueError, match="horizon"):
+        pgm_rl.exact.most_probable_path(random_grid(0), 0, 1.0)
+    with pytest.raises(ValueError, match="beta"):
+        pgm_rl.exact.most_probable_path(random_grid(0), 3, -1.0)
