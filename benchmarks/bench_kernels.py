@@ -6,8 +6,8 @@ fixed budget of draws, and ratios against the notebook baseline and the best bui
 measured in this run. Chains run under ``jax.vmap`` (vectorized), jitted once and timed on a
 second call with new keys (``MCMC.run`` recompiles on every call).
 
-The baseline is the notebook's full-trajectory loop as written. torch is not a dependency of
-pgm_rl, so the loop runs in NumPy (float32, like torch's default) unless torch is installed.
+The baseline is the notebook's full-trajectory loop as written, in NumPy (float32, like torch's
+default): torch is not a dependency of pgm_rl; the output says whether it is installed.
 
     python benchmarks/bench_kernels.py            # T = 6, 20, 100
     python benchmarks/bench_kernels.py --quick    # fewer draws
@@ -21,7 +21,8 @@ import warnings
 import arviz_stats
 import jax
 import numpy as np
-from jax import lax, random
+from _runner import chains_runner
+from jax import random
 from numpyro.infer import HMC, NUTS, DiscreteHMCGibbs, MixedHMC
 
 import pgm_rl
@@ -101,29 +102,6 @@ def time_notebook_loop(horizon, iterations, seed):
         notebook_full_trajectory_loop(env.rewards, env.start, horizon, iterations, rng)
         elapsed = time.perf_counter() - start
     return iterations / elapsed
-
-
-def chains_runner(kernel, model_args, warmup, draws):
-    """``keys (chains,) -> samples (chains, draws, ...)``: NumPyro's MCMC loop, jitted once.
-
-    Runs ``kernel.init`` and ``kernel.sample`` (the MCMCKernel interface ``MCMC`` drives) under
-    ``jax.vmap`` over chains and ``lax.scan`` over steps, then the kernel's ``postprocess_fn``.
-    ``MCMC.run`` recompiles on every call (about 1.5 s here), which would swamp the timings.
-    """
-
-    def one_chain(key):
-        state = kernel.init(key, warmup, None, model_args, {})
-        postprocess = kernel.postprocess_fn(model_args, {})  # built-ins set it up in init
-
-        def step(state, _):
-            state = kernel.sample(state, model_args, {})
-            return state, getattr(state, kernel.sample_field)
-
-        state, _ = lax.scan(step, state, None, length=warmup)
-        _, z = lax.scan(step, state, None, length=draws)
-        return jax.vmap(postprocess)(z)
-
-    return jax.jit(jax.vmap(one_chain))
 
 
 def measure_kernel(name, env, horizon, beta, exact, args, seed):
