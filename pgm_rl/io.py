@@ -70,5 +70,8 @@ def load(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist or is not a file")
-    with xr.open_datatree(path, engine="h5netcdf") as dt:
-        return dt.load().copy()
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as dt:
+            return dt.load().copy()
+    except OSError as error:  # h5py: not an HDF5/netCDF-4 file, or truncated
+        raise ValueError(f"{path!r} is not a readable netCDF-4 file ({error})") from None

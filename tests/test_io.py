@@ -98,3 +98,10 @@ def test_bad_arguments(tree, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.nc"):
         io.load(tmp_path / "nope.nc")
     assert _files(tmp_path) == []
+
+
+def test_load_refuses_a_file_that_is_not_netcdf(tmp_path):
+    path = tmp_path / "garbage.nc"
+    path.write_text("not a netCDF file")
+    with pytest.raises(ValueError, match=r"garbage\.nc.*not a readable netCDF-4 file"):
+        io.load(path)
