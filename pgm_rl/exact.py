@@ -79,7 +79,7 @@ class ExactPosterior:
         """
         check_key(key)
         num_samples = check_positive_int(num_samples, "num_samples")
-        # actions, states, rewards and one key per draw and step
+        # actions, states, rewards and one uniform per draw and step (with slack)
         needed = 5 * num_samples * (self.horizon + 1) * _itemsize()
         if needed > _memory_limit():
             raise ValueError(
@@ -268,19 +268,34 @@ def _forward(log_policy, next_state, reward, start_state):
 @partial(jax.jit, static_argnums=(4, 5))
 def _sample(key, log_policy, next_state, reward, start_state, num_samples):
     def one(key):
-        keys = random.split(key, log_policy.shape[0])
+        uniforms = positive_uniform(key, log_policy.shape[:1], log_policy.dtype)
 
         def step(state, inputs):
-            step_key, log_pi = inputs
-            action = random.categorical(step_key, log_pi[state])
+            u, log_pi = inputs
+            action = inverse_cdf_sample(u, jnp.exp(log_pi[state]))
             new_state = next_state[state, action]
             return new_state, (action, new_state, reward[state, action])
 
         s0 = jnp.asarray(start_state, next_state.dtype)
-        _, (actions, states, rewards) = lax.scan(step, s0, (keys, log_policy))
+        _, (actions, states, rewards) = lax.scan(step, s0, (uniforms, log_policy))
         return actions, jnp.concatenate([s0[None], states]), rewards
 
     return jax.vmap(one)(random.split(key, num_samples))
+
+
+def positive_uniform(key, shape, dtype):
+    """Uniform(0, 1) draws that are never 0, for :func:`inverse_cdf_sample`."""
+    return random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+
+
+def inverse_cdf_sample(u, probs):
+    """The category of ``u`` in (0, 1) under (unnormalised) ``probs`` (A,); an int scalar.
+
+    One uniform per draw instead of A Gumbels; a category of probability 0 is never chosen
+    (``u > 0`` and the strict comparison keep both ends closed to it).
+    """
+    cdf = jnp.cumsum(probs)
+    return jnp.sum(cdf[:-1] < u * cdf[-1])
 
 
 @jax.jit

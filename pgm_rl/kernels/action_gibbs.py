@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl.dynamics import returns_to_go
+from pgm_rl.exact import inverse_cdf_sample, positive_uniform
 from pgm_rl.kernels.base import PureKernelAdapter, mh_accept
 from pgm_rl.model import trajectory_problem
 
@@ -51,8 +52,9 @@ def build_kernel(mdp, beta, proposal="gibbs"):
     n_actions = mdp.n_actions
 
     def update(noise, action, logits):
-        if proposal == "gibbs":  # noise: Gumbel (A,); argmax(logits + Gumbel) ~ Categorical
-            return jnp.argmax(logits + noise).astype(action.dtype), jnp.ones((), logits.dtype)
+        if proposal == "gibbs":  # noise: a Uniform(0, 1] draw for inverse-CDF sampling
+            chosen = inverse_cdf_sample(noise, jnp.exp(logits - jnp.max(logits)))
+            return chosen.astype(action.dtype), jnp.ones((), logits.dtype)
         proposal_key, accept_key = random.split(noise)  # noise: a PRNG key
         candidate = random.randint(proposal_key, (), 0, n_actions, action.dtype)
         chosen, info = mh_accept(accept_key, logits[candidate] - logits[action], candidate, action)
@@ -69,7 +71,7 @@ def build_kernel(mdp, beta, proposal="gibbs"):
 
         horizon = state.actions.shape[0]
         if proposal == "gibbs":
-            noise = random.gumbel(key, (horizon, n_actions), reward.dtype)
+            noise = positive_uniform(key, (horizon,), reward.dtype)
         else:
             noise = random.split(key, horizon)
         s0 = jnp.asarray(mdp.start_state, next_state.dtype)
