@@ -150,9 +150,9 @@ def test_trajectory_mh_fails_where_prior_rollouts_never_reach_the_goal():
     assert exact.state_marginals[horizon, goal] > 0.99
     mcmc = run_mcmc(KERNELS["trajectory-mh"](), env, horizon, beta)
     tv, rhat, mean_return = summarise(mcmc, exact)
-    assert rhat < 1.05  # diagnostics look converged (measured 1.003) ...
-    assert tv > 0.5  # ... but the state marginals are far off (measured 0.87)
-    assert mean_return < 0.01 * exact.expected_return  # -22.5 against 9957
+    assert rhat < 1.05  # diagnostics look converged (measured 1.002) ...
+    assert tv > 0.5  # ... but the state marginals are far off (measured 0.88)
+    assert mean_return < 0.01 * exact.expected_return  # -21.5 against 9957
     assert np.asarray(mcmc.get_samples()["states"])[:, horizon].tolist().count(goal) == 0
 
 
