@@ -1,5 +1,6 @@
 """The one definition of moving through a tabular MDP."""
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -22,6 +23,9 @@ def rollout(mdp, actions, start_state=None):
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
     actions = jnp.asarray(actions)
+    _check_indices(actions, mdp.n_actions, "actions", "action ids")
+    if start_state is not None:
+        _check_indices(jnp.asarray(start_state), mdp.n_states, "start_state", "state indices")
     if start_state is None:
         start_state = mdp.start_state
     s0 = jnp.broadcast_to(jnp.asarray(start_state, next_state.dtype), actions.shape[:-1])
@@ -58,3 +62,16 @@ def returns_to_go(mdp, actions):
     g_end = jnp.zeros(next_state.shape[0], reward.dtype)
     _, g = lax.scan(step, g_end, actions, reverse=True)
     return jnp.concatenate([g, g_end[None]])
+
+
+def _check_indices(values, size, name, what):
+    """Raise unless ``values`` are integers in [0, size); traced values pass unchecked.
+
+    JAX clamps out-of-range gathers silently, so concrete input is checked here.
+    """
+    if not jnp.issubdtype(values.dtype, jnp.integer):
+        raise TypeError(f"{name} must be an integer array of {what}, got dtype {values.dtype}")
+    if isinstance(values, jax.core.Tracer) or values.size == 0:
+        return
+    if int(values.min()) < 0 or int(values.max()) >= size:
+        raise ValueError(f"{name} must lie in [0, {size}), the {what}")

@@ -318,15 +318,23 @@ def empirical_state_marginals(states, n_states):
     -------
     array, shape (T + 1, S): the fraction of trajectories in state s at step t.
     """
-    states = np.asarray(states).reshape(-1, np.shape(states)[-1])
+    states = np.asarray(states)
+    if not np.issubdtype(states.dtype, np.integer) or states.ndim == 0:
+        raise TypeError(f"states must be an integer array (..., T + 1), got dtype {states.dtype}")
+    states = states.reshape(-1, states.shape[-1])
+    if states.size and (states.min() < 0 or states.max() >= n_states):
+        raise ValueError(f"states must lie in [0, {n_states}), the state indices")
     counts = np.zeros((states.shape[1], n_states))
     np.add.at(counts, (np.arange(states.shape[1])[None, :], states), 1.0)
     return counts / states.shape[0]
 
 
 def tv_distance(p, q, axis=-1):
-    """Total-variation distance ``0.5 * sum |p - q|`` along ``axis``."""
-    return 0.5 * np.abs(np.asarray(p, dtype=float) - np.asarray(q, dtype=float)).sum(axis=axis)
+    """Total-variation distance ``0.5 * sum |p - q|`` along ``axis``; p and q of one shape."""
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
+    return 0.5 * np.abs(p - q).sum(axis=axis)
 
 
 @dataclass(frozen=True, eq=False)

@@ -74,3 +74,16 @@ def test_rollout_jits_and_vmaps():
     states, rewards = jax.jit(jax.vmap(lambda a: rollout(env, a)))(actions)
     np.testing.assert_array_equal(states, ref_states)
     np.testing.assert_array_equal(rewards, ref_rewards)
+
+
+def test_rollout_rejects_bad_actions_instead_of_clamping():
+    """JAX clamps out-of-range gathers silently; concrete input is checked."""
+    env = GridWorld([[0.0, 1.0], [2.0, 3.0]], (0, 0))
+    with pytest.raises(ValueError, match="actions"):
+        rollout(env, np.array([7, 1]))
+    with pytest.raises(ValueError, match="actions"):
+        rollout(env, np.array([-1, 1]))
+    with pytest.raises(TypeError, match="actions"):
+        rollout(env, np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="start_state"):
+        rollout(env, np.array([0, 1]), start_state=4)
