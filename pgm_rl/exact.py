@@ -100,13 +100,9 @@ class ExactPosterior:
     def log_prob(self, actions):
         """Exact posterior log-probability of action sequences, (..., T) -> (...)."""
         actions = jnp.asarray(actions)
-        if not jnp.issubdtype(actions.dtype, jnp.integer):
-            raise TypeError(f"actions must be an integer array, got dtype {actions.dtype}")
         if actions.ndim == 0 or actions.shape[-1] != self.horizon:
             raise ValueError(f"actions must have shape (..., {self.horizon}), got {actions.shape}")
-        if actions.size and (actions.min() < 0 or actions.max() >= self.mdp.n_actions):
-            raise ValueError(f"actions must lie in [0, {self.mdp.n_actions}), the action ids")
-        states, _ = rollout(self.mdp, actions)
+        states, _ = rollout(self.mdp, actions)  # checks dtype and range
         return _log_prob(self.log_policy, states, actions)
 
 
@@ -125,10 +121,7 @@ def solve(env, horizon, beta):
     -------
     ExactPosterior
     """
-    mdp = check_env(env)
-    horizon = check_horizon(horizon)
-    beta = float(check_beta(beta))
-    check_fits_in_memory(horizon, mdp.n_states, mdp.n_actions)
+    mdp, horizon, beta = _check_problem(env, horizon, beta)
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
     # beta * reward in float64 on the host, split into a working-precision pair hi + lo.
@@ -187,6 +180,15 @@ def most_probable_path(env, horizon, beta):
     start = jnp.asarray(mdp.start_state, next_state.dtype)
     _, (actions, states) = lax.scan(forward, start, q_values)
     return np.asarray(actions), np.concatenate([[mdp.start_state], np.asarray(states)])
+
+
+def _check_problem(env, horizon, beta):
+    """Validated ``(mdp, horizon, float beta)`` whose (T, S, A) arrays fit in memory."""
+    mdp = check_env(env)
+    horizon = check_horizon(horizon)
+    beta = float(check_beta(beta))
+    check_fits_in_memory(horizon, mdp.n_states, mdp.n_actions)
+    return mdp, horizon, beta
 
 
 def check_fits_in_memory(horizon, n_states, n_actions):
@@ -388,10 +390,7 @@ def stepwise_target(env, horizon, beta):
     -------
     StepwiseTarget
     """
-    mdp = check_env(env)
-    horizon = check_horizon(horizon)
-    beta = float(check_beta(beta))
-    check_fits_in_memory(horizon, mdp.n_states, mdp.n_actions)
+    mdp, horizon, beta = _check_problem(env, horizon, beta)
     reward = jnp.asarray(mdp.reward)
     log_joint, state_marginals, action_marginals, step_returns = _stepwise(
         jnp.asarray(mdp.next_state), reward, beta * reward, mdp.start_state, horizon

@@ -21,7 +21,7 @@ from jax import lax, random
 from pgm_rl._checks import check_positive_int
 from pgm_rl.dynamics import returns_to_go
 from pgm_rl.kernels.base import MHInfo, PureKernelAdapter
-from pgm_rl.kernels.suffix_mh import init, init_from_prior
+from pgm_rl.kernels.suffix_mh import init, init_fn, position
 from pgm_rl.model import trajectory_problem
 from pgm_rl.smc import multinomial_resample
 
@@ -101,10 +101,4 @@ class ParticleGibbs(PureKernelAdapter):
     def build(self, model_args, model_kwargs):
         mdp, horizon, beta = trajectory_problem(self._model, model_args, model_kwargs)
         step = build_kernel(mdp, horizon, self.num_particles)
-
-        def init_fn(key, init_params):
-            if init_params is None:
-                return init_from_prior(key, mdp, horizon)
-            return init(mdp, init_params["actions"])
-
-        return init_fn, lambda key, state: step(key, state, beta), lambda s: {"actions": s.actions}
+        return init_fn(mdp, horizon), lambda key, state: step(key, state, beta), position

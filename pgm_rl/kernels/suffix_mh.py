@@ -79,6 +79,22 @@ def build_kernel(mdp, horizon, block_size=None):
     return step
 
 
+def init_fn(mdp, horizon):
+    """``init_fn(key, init_params)`` for the adapters: the given actions or a prior draw."""
+
+    def start(key, init_params):
+        if init_params is None:
+            return init_from_prior(key, mdp, horizon)
+        return init(mdp, init_params["actions"])
+
+    return start
+
+
+def position(state):
+    """The sample field of a :class:`RegenerationState`: ``{"actions": (T,)}``."""
+    return {"actions": state.actions}
+
+
 def check_block_size(block_size):
     """Return ``block_size`` (``None`` or an int >= 1) or raise naming it."""
     if block_size is None:
@@ -121,10 +137,4 @@ class SuffixMH(PureKernelAdapter):
     def build(self, model_args, model_kwargs):
         mdp, horizon, beta = trajectory_problem(self._model, model_args, model_kwargs)
         step = build_kernel(mdp, horizon, self.block_size)
-
-        def init_fn(key, init_params):
-            if init_params is None:
-                return init_from_prior(key, mdp, horizon)
-            return init(mdp, init_params["actions"])
-
-        return init_fn, lambda key, state: step(key, state, beta), lambda s: {"actions": s.actions}
+        return init_fn(mdp, horizon), lambda key, state: step(key, state, beta), position
