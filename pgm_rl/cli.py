@@ -517,10 +517,7 @@ def _cmd_sample(args):
         env,
         args.horizon,
         args.beta,
-        chains=args.chains,
-        warmup=args.warmup,
-        samples=args.samples,
-        seed=args.seed,
+        **_budget(args),
         progress_bar=True,
     )
     dt = to_datatree(mcmc, env, exact)
@@ -535,6 +532,16 @@ def _cmd_sample(args):
         for path in write_plots(dt, args.plots):
             print(f"wrote {path}")
     return 0
+
+
+def _budget(args):
+    """The sampling budget options shared by ``sample`` and ``compare``."""
+    return {
+        "chains": args.chains,
+        "warmup": args.warmup,
+        "samples": args.samples,
+        "seed": args.seed,
+    }
 
 
 def _cmd_compare(args):
@@ -555,10 +562,7 @@ def _cmd_compare(args):
         env,
         args.horizon,
         args.beta,
-        chains=args.chains,
-        warmup=args.warmup,
-        samples=args.samples,
-        seed=args.seed,
+        **_budget(args),
         progress_bar=False,
         skip_missing=not explicit,
         log=lambda message: print(message, flush=True),
