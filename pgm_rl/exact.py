@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax, random
 
 from pgm_rl._checks import check_beta, check_horizon, check_key, check_positive_int
+from pgm_rl._sampling import inverse_cdf_sample, positive_uniform
 from pgm_rl.dynamics import rollout
 from pgm_rl.model import check_env
 
@@ -239,13 +240,16 @@ def _backward(next_state, reward_hi, reward_lo, horizon):
         v_hi, v_lo = log_v_next
         q_hi, err = _two_sum(reward_hi, v_hi[next_state])  # (S, A)
         q_hi, q_lo = _two_sum(q_hi, reward_lo + v_lo[next_state] + err)
-        best = jnp.argmax(q_hi, axis=1, keepdims=True)
-        m_hi = jnp.take_along_axis(q_hi, best, axis=1)
-        m_lo = jnp.take_along_axis(q_lo, best, axis=1)
-        diff = (q_hi - m_hi) + (q_lo - m_lo)  # Q - max Q, exact where it matters
+        # The maximum of hi + lo, not of hi alone: actions tied in hi can differ in lo, and a
+        # difference taken to the hi-argmax's pair could then be positive and overflow exp.
+        m_hi = jnp.max(q_hi, axis=1, keepdims=True)
+        diff = (q_hi - m_hi) + q_lo  # Q - max hi: exact where it matters (Sterbenz)
+        m_lo = jnp.max(diff, axis=1, keepdims=True)  # max Q = m_hi + m_lo
+        diff = diff - m_lo  # Q - max Q <= 0, exactly 0 at the maximum
         log_sum = jnp.log(jnp.sum(jnp.exp(diff), axis=1))  # (S,), in [0, log A]
         new_hi, err = _two_sum(m_hi[:, 0], log_sum + log_prior)
-        return (new_hi, m_lo[:, 0] + err), diff - log_sum[:, None]
+        new_hi, new_lo = _two_sum(new_hi, m_lo[:, 0] + err)
+        return (new_hi, new_lo), diff - log_sum[:, None]
 
     zeros = jnp.zeros(n_states, reward_hi.dtype)
     log_v0, log_policy = lax.scan(step, (zeros, zeros), None, length=horizon, reverse=True)
@@ -283,21 +287,6 @@ def _sample(key, log_policy, next_state, reward, start_state, num_samples):
         return actions, jnp.concatenate([s0[None], states]), rewards
 
     return jax.vmap(one)(random.split(key, num_samples))
-
-
-def positive_uniform(key, shape, dtype):
-    """Uniform(0, 1) draws that are never 0, for :func:`inverse_cdf_sample`."""
-    return random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
-
-
-def inverse_cdf_sample(u, probs):
-    """The category of ``u`` in (0, 1) under (unnormalised) ``probs`` (A,); an int scalar.
-
-    One uniform per draw instead of A Gumbels; a category of probability 0 is never chosen
-    (``u > 0`` and the strict comparison keep both ends closed to it).
-    """
-    cdf = jnp.cumsum(probs)
-    return jnp.sum(cdf[:-1] < u * cdf[-1])
 
 
 @jax.jit

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl.dynamics import returns_to_go
-from pgm_rl.exact import inverse_cdf_sample, positive_uniform
+from pgm_rl._sampling import inverse_cdf_sample, positive_uniform
 from pgm_rl.kernels.base import PureKernelAdapter, mh_accept
 from pgm_rl.model import trajectory_problem
 

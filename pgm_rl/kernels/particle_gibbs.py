@@ -23,7 +23,7 @@ from pgm_rl.dynamics import returns_to_go
 from pgm_rl.kernels.base import MHInfo, PureKernelAdapter
 from pgm_rl.kernels.suffix_mh import init, init_fn, position
 from pgm_rl.model import trajectory_problem
-from pgm_rl.smc import multinomial_resample
+from pgm_rl._sampling import multinomial_resample
 
 __all__ = ["ParticleGibbs", "build_kernel"]
 
