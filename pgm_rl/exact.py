@@ -27,11 +27,9 @@ from pgm_rl.model import check_env
 
 __all__ = [
     "ExactPosterior",
-    "StepwiseTarget",
     "empirical_state_marginals",
     "most_probable_path",
     "solve",
-    "stepwise_target",
     "tv_distance",
 ]
 
@@ -326,86 +324,3 @@ def tv_distance(p, q, axis=-1):
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
     return 0.5 * np.abs(p - q).sum(axis=axis)
-
-
-@dataclass(frozen=True, eq=False)
-class StepwiseTarget:
-    """What the notebook's per-time-step sampler (:class:`pgm_rl.kernels.StepwiseMH`) targets.
-
-    Each time step t on its own: the prior (uniform random walk) marginal of the step
-    ``(s_t, a_t)`` tilted by ``exp(beta * r(s_t, a_t))`` and normalised. The steps are not
-    coupled, so this is not a distribution over trajectories and differs from the posterior.
-
-    Attributes
-    ----------
-    mdp : TabularMDP
-    horizon : int
-        T.
-    beta : float
-    log_joint : array, shape (T, S, A)
-        Log target probability of the step ``(s_t, a_t) = (s, a)`` at each time t.
-    state_marginals : array, shape (T + 1, S)
-        Row 0 is the start state; row t + 1 is the law of the state entered by action t,
-        laid out like :attr:`ExactPosterior.state_marginals`.
-    action_marginals : array, shape (T, A)
-    expected_return : float
-        Sum over t of the expected reward of step t (unscaled by beta).
-    """
-
-    mdp: object
-    horizon: int
-    beta: float
-    log_joint: jax.Array
-    state_marginals: jax.Array
-    action_marginals: jax.Array
-    expected_return: float
-
-
-def stepwise_target(env, horizon, beta):
-    """The per-time-step target of the notebook's per-step sampler, exactly.
-
-    For each t: ``p_t(s, a) ∝ mu_t(s) (1/A) exp(beta r(s, a))`` with ``mu_t`` the prior
-    (uniform random walk) state marginal at step t.
-
-    Parameters
-    ----------
-    env : TabularMDP
-    horizon : int
-        Number of actions T >= 1.
-    beta : float
-        Inverse temperature >= 0.
-
-    Returns
-    -------
-    StepwiseTarget
-    """
-    mdp, horizon, beta = _check_problem(env, horizon, beta)
-    reward = jnp.asarray(mdp.reward)
-    log_joint, state_marginals, action_marginals, step_returns = _stepwise(
-        jnp.asarray(mdp.next_state), reward, beta * reward, mdp.start_state, horizon
-    )
-    return StepwiseTarget(
-        mdp=mdp,
-        horizon=horizon,
-        beta=beta,
-        log_joint=log_joint,
-        state_marginals=state_marginals,
-        action_marginals=action_marginals,
-        expected_return=math.fsum(np.asarray(step_returns, dtype=np.float64).tolist()),
-    )
-
-
-@partial(jax.jit, static_argnums=(3, 4))
-def _stepwise(next_state, reward, scaled_reward, start_state, horizon):
-    """Tilted prior step marginals: log joint (T, S, A), states (T + 1, S), actions (T, A), (T,)."""
-    n_states, n_actions = next_state.shape
-    uniform = jnp.full((horizon, n_states, n_actions), -jnp.log(n_actions), reward.dtype)
-    prior_states, _, _ = _forward(uniform, next_state, reward, start_state)  # (T + 1, S)
-    log_mu = jnp.log(prior_states[:-1])  # (T, S), -inf where unreachable
-    log_joint = log_mu[:, :, None] + scaled_reward[None]
-    log_joint = log_joint - jax.scipy.special.logsumexp(log_joint, axis=(1, 2), keepdims=True)
-    joint = jnp.exp(log_joint)
-    entered = jax.vmap(lambda p: jnp.zeros(n_states, p.dtype).at[next_state].add(p))(joint)
-    state_marginals = jnp.concatenate([prior_states[:1], entered])
-    step_returns = jnp.sum(joint * reward, axis=(1, 2))
-    return log_joint, state_marginals, joint.sum(axis=1), step_returns

@@ -3,6 +3,7 @@
 p(a_0..a_{T-1} | O = 1) ∝ ∏_t (1/A) · exp(beta · r(s_t, a_t))
 """
 
+import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -53,17 +54,88 @@ def check_env(env):
     return env
 
 
-def trajectory_problem(model, model_args=(), model_kwargs=None):
-    """Read ``(mdp, horizon, beta)`` from a model built on :func:`trajectory_model`.
+# The sites trajectory_model makes; kernels that exploit its structure accept nothing else.
+TRAJECTORY_SITES = {
+    "time": "plate",
+    "actions": "sample",
+    "states": "deterministic",
+    "rewards": "deterministic",
+    "optimality": "sample",
+}
+# Kernels that sample any model built on trajectory_model, extra sites included.
+GENERAL_KERNELS = "TrajectoryMH, or NumPyro's DiscreteHMCGibbs or MixedHMC"
 
-    Traces the model once and reads the ``"actions"`` site's metadata, so kernels that
-    exploit the MDP structure work on any model that calls ``trajectory_model``.
+
+def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this kernel"):
+    """Read ``(mdp, horizon, beta)`` from a model built on :func:`trajectory_model`, checked.
+
+    Traces the model once and reads the ``"actions"`` site's metadata, so kernels that exploit
+    the MDP structure work on any model that calls ``trajectory_model``. Those kernels sample
+    p(actions) ∝ exp(beta * return) from ``(mdp, horizon, beta)`` alone, so the model must add
+    nothing to it: any other site (a ``numpyro.factor``, another latent variable, an
+    observation), a ``scale`` or ``condition`` handler, or a changed optimality factor would be
+    silently ignored. Those are refused here with a ``ValueError`` naming them and the kernels
+    that do handle them.
+
+    Parameters
+    ----------
+    model : callable
+    model_args : tuple
+    model_kwargs : dict, optional
+    kernel : str
+        Name of the kernel asking, for the error message.
+
+    Returns
+    -------
+    mdp : TabularMDP
+    horizon : int
+    beta : float or traced scalar
     """
     model_trace = trace(seed(model, 0)).get_trace(*model_args, **(model_kwargs or {}))
     site = model_trace.get("actions")
     info = None if site is None else site["infer"].get("pgm_rl")
     if info is None:
         raise ValueError(
-            "model must sample 'actions' through pgm_rl.trajectory_model; this kernel uses the MDP structure"
+            f"{kernel} needs a model that samples 'actions' through pgm_rl.trajectory_model "
+            "(it uses the MDP structure)"
         )
-    return info["mdp"], info["horizon"], info["beta"]
+    mdp, horizon, beta = info["mdp"], info["horizon"], info["beta"]
+    extra = [
+        f"{name!r} ({_site_kind(entry)})"
+        for name, entry in model_trace.items()
+        if TRAJECTORY_SITES.get(name) != entry["type"]
+    ]
+    if extra:
+        raise ValueError(
+            f"{kernel} samples only pgm_rl.trajectory_model's own posterior and would ignore the "
+            f"model's extra site(s) {', '.join(extra)}; use {GENERAL_KERNELS}, which account "
+            "for every site of the model"
+        )
+    changed = [
+        name
+        for name in ("actions", "optimality")
+        if model_trace[name]["scale"] is not None
+        or model_trace[name]["is_observed"] != (name == "optimality")
+    ]
+    optimality = model_trace["optimality"]
+    expected = beta * jnp.sum(model_trace["rewards"]["value"])
+    if not isinstance(expected, jax.core.Tracer) and not jnp.allclose(
+        optimality["fn"].log_prob(optimality["value"]), expected, rtol=1e-6, atol=1e-12
+    ):
+        changed.append("optimality")
+    if changed:
+        raise ValueError(
+            f"{kernel} samples only pgm_rl.trajectory_model's own posterior, but the model "
+            f"changes its site(s) {', '.join(map(repr, changed))} (scaled, conditioned or "
+            f"replaced); use {GENERAL_KERNELS}, which account for every site of the model"
+        )
+    return mdp, horizon, beta
+
+
+def _site_kind(site):
+    """``"factor"``, ``"observed"``, ``"latent"`` or the trace's own type, for error messages."""
+    if site["type"] != "sample":
+        return site["type"]
+    if site["is_observed"]:
+        return "factor" if isinstance(site["fn"], dist.Unit) else "observed"
+    return "latent"

@@ -13,39 +13,26 @@ costs O(T (S + A)) rather than the O(T^2 A) of re-rolling every candidate suffix
 ``beta * (return-to-go(a') - return-to-go(a_t))`` (the prior and proposal are uniform).
 """
 
-from typing import NamedTuple
-
-import jax
 import jax.numpy as jnp
 from jax import lax, random
 
-from pgm_rl.dynamics import returns_to_go
 from pgm_rl._sampling import inverse_cdf_sample, positive_uniform
-from pgm_rl.kernels.base import PureKernelAdapter, mh_accept
-from pgm_rl.model import trajectory_problem
+from pgm_rl.dynamics import returns_to_go
+from pgm_rl.kernels.base import MHInfo, RegenerationState, TrajectoryKernel, mh_accept
+
+__all__ = ["PROPOSALS", "ActionGibbs", "build_kernel"]
 
 PROPOSALS = ("gibbs", "mh")
 
 
-class ActionGibbsState(NamedTuple):
-    """``actions``: (T,) int, the current action sequence."""
+def build_kernel(mdp, horizon, proposal="gibbs"):
+    """One systematic-scan sweep over the T actions, ``step(key, state, beta)``.
 
-    actions: jax.Array
-
-
-class ActionGibbsInfo(NamedTuple):
-    """``accept_prob``: mean over the sweep's T updates (1 for exact Gibbs), scalar."""
-
-    accept_prob: jax.Array
-
-
-def init(actions):
-    """Start at ``actions`` (T,)."""
-    return ActionGibbsState(jnp.asarray(actions))
-
-
-def build_kernel(mdp, beta, proposal="gibbs"):
-    """One systematic-scan sweep over the T actions; ``proposal`` is "gibbs" or "mh"."""
+    ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState`; ``proposal`` is "gibbs"
+    (exact full conditionals) or "mh" (uniform proposal, MH accept). The info's ``accept_prob``
+    is the mean over the sweep's T updates (1 for exact Gibbs); ``is_accepted`` says whether
+    any action changed.
+    """
     proposal = check_proposal(proposal)
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
@@ -60,25 +47,24 @@ def build_kernel(mdp, beta, proposal="gibbs"):
         chosen, info = mh_accept(accept_key, logits[candidate] - logits[action], candidate, action)
         return chosen, info.accept_prob
 
-    def step(key, state):
+    def step(key, state, beta):
         g = returns_to_go(mdp, state.actions)  # (T + 1, S)
 
-        def visit(s, inputs):
+        def visit(carry, inputs):
+            s, ret = carry
             noise, action, g_next = inputs
             logits = beta * (reward[s] + g_next[next_state[s]])  # (A,): all candidates
             action, accept_prob = update(noise, action, logits)
-            return next_state[s, action], (action, accept_prob)
+            return (next_state[s, action], ret + reward[s, action]), (action, accept_prob)
 
-        horizon = state.actions.shape[0]
         if proposal == "gibbs":
             noise = positive_uniform(key, (horizon,), reward.dtype)
         else:
             noise = random.split(key, horizon)
-        s0 = jnp.asarray(mdp.start_state, next_state.dtype)
-        _, (actions, accept_probs) = lax.scan(visit, s0, (noise, state.actions, g[1:]))
-        return ActionGibbsState(actions.astype(state.actions.dtype)), ActionGibbsInfo(
-            jnp.mean(accept_probs)
-        )
+        start = (jnp.asarray(mdp.start_state, next_state.dtype), jnp.zeros((), reward.dtype))
+        (_, ret), (actions, accept_probs) = lax.scan(visit, start, (noise, state.actions, g[1:]))
+        changed = jnp.any(actions != state.actions)
+        return RegenerationState(actions, ret), MHInfo(jnp.mean(accept_probs), changed)
 
     return step
 
@@ -92,7 +78,7 @@ def check_proposal(proposal):
     return proposal
 
 
-class ActionGibbs(PureKernelAdapter):
+class ActionGibbs(TrajectoryKernel):
     """Systematic-scan Gibbs over the actions of :func:`pgm_rl.trajectory_model`.
 
     One MCMC step is one sweep t = 0..T-1; each a_t is redrawn from its exact full
@@ -120,13 +106,5 @@ class ActionGibbs(PureKernelAdapter):
         """``"gibbs"`` or ``"mh"``."""
         return self._proposal
 
-    def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(self._model, model_args, model_kwargs)
-
-        def init_fn(key, init_params):
-            if init_params is None:
-                return init(random.randint(key, (horizon,), 0, mdp.n_actions))
-            return init(init_params["actions"])
-
-        step = build_kernel(mdp, beta, self._proposal)
-        return init_fn, step, lambda state: {"actions": state.actions}
+    def build_step(self, mdp, horizon):
+        return build_kernel(mdp, horizon, self._proposal)

@@ -1,13 +1,18 @@
-"""What every pgm_rl kernel shares: the MH accept step and the thin NumPyro adapter.
+"""What every pgm_rl kernel shares: the trajectory state, the MH accept step and the NumPyro adapter.
 
-A kernel is written BlackJAX style, as pure functions over NamedTuples::
+A trajectory kernel is written BlackJAX style, as pure functions over NamedTuples, with the
+inverse temperature passed per call::
 
-    state = init(...)                        # kernel-specific NamedTuple, holds "actions" or sites
-    state, info = step(key, state)           # info has at least ``accept_prob``
+    step = build_kernel(mdp, horizon, **parameters)
+    state = init_state(mdp, actions)          # a RegenerationState: actions and their return
+    state, info = step(key, state, beta)      # info has at least ``accept_prob``
 
-and :class:`PureKernelAdapter` turns it into a :class:`numpyro.infer.mcmc.MCMCKernel`:
-it traces the model, holds the PRNG key, handles batched (vectorized) chains and hands
-back the latent sites plus the model's deterministic sites through ``postprocess_fn``.
+so one compiled step serves every rung of :class:`~pgm_rl.kernels.ReplicaExchange`.
+:class:`PureKernelAdapter` turns it into a :class:`numpyro.infer.mcmc.MCMCKernel`: it reads the
+problem from the model (refusing models it cannot sample, :func:`pgm_rl.model.trajectory_problem`),
+holds the PRNG key, handles batched (vectorized) chains and initial values, resets the running
+acceptance rate after warm-up, pickles, and hands back the latent sites plus the model's
+deterministic sites through ``postprocess_fn``.
 """
 
 from typing import Any, NamedTuple
@@ -18,6 +23,21 @@ from jax import random
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
+
+from pgm_rl.dynamics import rollout
+from pgm_rl.model import trajectory_problem
+
+__all__ = [
+    "MHInfo",
+    "PureKernelAdapter",
+    "RegenerationState",
+    "SamplerState",
+    "TrajectoryKernel",
+    "init_from_prior",
+    "init_state",
+    "mh_accept",
+    "position",
+]
 
 
 class MHInfo(NamedTuple):
@@ -40,11 +60,40 @@ def mh_accept(key, log_ratio, proposal, current):
     return chosen, MHInfo(jnp.exp(jnp.minimum(log_ratio, 0.0)), is_accepted)
 
 
+class RegenerationState(NamedTuple):
+    """The state every trajectory kernel carries (per chain).
+
+    ``actions``: int32 (T,); ``ret``: scalar, the (unscaled) return, the sum of the rewards.
+    """
+
+    actions: jax.Array
+    ret: jax.Array
+
+
+def init_state(mdp, actions):
+    """The :class:`RegenerationState` at ``actions`` (T,): computes its return."""
+    actions = jnp.asarray(actions, jnp.int32)
+    _, rewards = rollout(mdp, actions)
+    return RegenerationState(actions, jnp.sum(rewards, axis=-1))
+
+
+def init_from_prior(key, mdp, horizon):
+    """A :class:`RegenerationState` drawn from the uniform action prior."""
+    return init_state(mdp, random.randint(key, (horizon,), 0, mdp.n_actions, jnp.int32))
+
+
+def position(state):
+    """The sample field of a :class:`RegenerationState`: ``{"actions": (T,)}``."""
+    return {"actions": state.actions}
+
+
 class SamplerState(NamedTuple):
     """The state NumPyro's ``MCMC`` sees for a pgm_rl kernel (per chain).
 
     ``z`` is the dict of latent sites (the sample field), ``kernel_state`` the pure kernel's
-    own NamedTuple, ``accept_prob`` that of the last step, ``mean_accept_prob`` the running mean.
+    own NamedTuple (its fields reach ``extra_fields`` as ``"kernel_state.<field>"``),
+    ``accept_prob`` that of the last step, ``mean_accept_prob`` its running mean since the end
+    of warm-up (over the warm-up steps until then), ``i`` the step count.
     """
 
     z: dict
@@ -59,8 +108,9 @@ class PureKernelAdapter(MCMCKernel):
     """Base class: plug a pure ``(init, step)`` kernel into ``numpyro.infer.MCMC``.
 
     Subclasses implement :meth:`build`, returning three functions for the given model
-    arguments: ``init_fn(key, init_params) -> kernel_state``, ``step_fn(key, kernel_state)
-    -> (kernel_state, info)`` and ``position_fn(kernel_state) -> dict of latent sites``.
+    arguments: ``init_fn(key, init_params) -> kernel_state`` (``init_params`` a dict of latent
+    sites or ``None``), ``step_fn(key, kernel_state) -> (kernel_state, info)`` and
+    ``position_fn(kernel_state) -> dict of latent sites``.
     """
 
     def __init__(self, model):
@@ -69,6 +119,7 @@ class PureKernelAdapter(MCMCKernel):
         self._model = model
         self._step_fn = None
         self._position_fn = None
+        self._num_warmup = 0
 
     @property
     def model(self):
@@ -84,24 +135,29 @@ class PureKernelAdapter(MCMCKernel):
     def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
         model_kwargs = model_kwargs or {}
         init_fn, self._step_fn, self._position_fn = self.build(model_args, model_kwargs)
+        self._num_warmup = int(num_warmup)
 
-        def init_one(key):
+        def init_one(key, params):
             key, init_key = random.split(key)
-            kernel_state = init_fn(init_key, init_params)
+            kernel_state = init_fn(init_key, params)
             zero = jnp.zeros((), jnp.result_type(float))
             return SamplerState(
                 self._position_fn(kernel_state), kernel_state, zero + 1.0, zero, jnp.array(0), key
             )
 
         if is_prng_key(rng_key):
-            return init_one(rng_key)
-        return jax.vmap(init_one)(rng_key)
+            return init_one(rng_key, init_params)
+        # Vectorized chains: NumPyro batches the keys and init_params along the chain axis.
+        return jax.vmap(init_one)(rng_key, init_params)
 
     def _sample_one(self, state):
         key, step_key = random.split(state.rng_key)
         kernel_state, info = self._step_fn(step_key, state.kernel_state)
         i = state.i + 1
-        mean = state.mean_accept_prob + (info.accept_prob - state.mean_accept_prob) / i
+        # Running mean over warm-up, restarted at the first draw kept (as NumPyro's HMC does).
+        count = jnp.where(i > self._num_warmup, i - self._num_warmup, i)
+        mean = jnp.where(count == 1, 0.0, state.mean_accept_prob)
+        mean = mean + (info.accept_prob - mean) / count
         return SamplerState(
             self._position_fn(kernel_state), kernel_state, info.accept_prob, mean, i, key
         )
@@ -116,6 +172,39 @@ class PureKernelAdapter(MCMCKernel):
 
     def get_diagnostics_str(self, state):
         return f"acc. prob={float(state.mean_accept_prob):.2f}"
+
+    def __getstate__(self):
+        """Pickle without the compiled closures; :meth:`init` rebuilds them (as NumPyro's kernels)."""
+        state = self.__dict__.copy()
+        state["_step_fn"] = None
+        state["_position_fn"] = None
+        return state
+
+
+class TrajectoryKernel(PureKernelAdapter):
+    """Template for kernels over the actions of :func:`pgm_rl.trajectory_model`.
+
+    Subclasses implement :meth:`build_step`, ``(mdp, horizon) -> step(key, state, beta)`` on a
+    :class:`RegenerationState`; :meth:`build` reads the problem from the model (refusing any
+    model with sites beyond the trajectory model's, naming them) and binds the model's beta.
+    Initial values: a draw from the uniform action prior, or ``init_params["actions"]``.
+    """
+
+    def build_step(self, mdp, horizon):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build(self, model_args, model_kwargs):
+        mdp, horizon, beta = trajectory_problem(
+            self._model, model_args, model_kwargs, kernel=type(self).__name__
+        )
+        step = self.build_step(mdp, horizon)
+
+        def init_fn(key, init_params):
+            if init_params is None:
+                return init_from_prior(key, mdp, horizon)
+            return init_state(mdp, init_params["actions"])
+
+        return init_fn, lambda key, state: step(key, state, beta), position
 
 
 def deterministic_sites_fn(model, model_args, model_kwargs):

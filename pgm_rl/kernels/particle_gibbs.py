@@ -19,11 +19,9 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl._checks import check_positive_int
-from pgm_rl.dynamics import returns_to_go
-from pgm_rl.kernels.base import MHInfo, PureKernelAdapter
-from pgm_rl.kernels.suffix_mh import init, init_fn, position
-from pgm_rl.model import trajectory_problem
 from pgm_rl._sampling import multinomial_resample
+from pgm_rl.dynamics import returns_to_go
+from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_state
 
 __all__ = ["ParticleGibbs", "build_kernel"]
 
@@ -31,7 +29,7 @@ __all__ = ["ParticleGibbs", "build_kernel"]
 def build_kernel(mdp, horizon, num_particles):
     """One conditional SMC sweep with ancestor sampling, ``step(key, state, beta)``.
 
-    ``state`` is a :class:`~pgm_rl.kernels.suffix_mh.RegenerationState` (the reference).
+    ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState` (the reference).
     The info's ``accept_prob`` is 1.0 when the sampled trajectory differs from the reference.
     """
     next_state = jnp.asarray(mdp.next_state)
@@ -68,14 +66,14 @@ def build_kernel(mdp, horizon, num_particles):
 
         last = random.categorical(pick_key, log_w).astype(jnp.int32)
         _, path = lax.scan(trace_back, last, (ancestors, actions), reverse=True)
-        new_state = init(mdp, path)
+        new_state = init_state(mdp, path)
         changed = jnp.any(path != ref)
         return new_state, MHInfo(changed.astype(log_w.dtype), changed)
 
     return step
 
 
-class ParticleGibbs(PureKernelAdapter):
+class ParticleGibbs(TrajectoryKernel):
     """Particle Gibbs with ancestor sampling: one conditional SMC sweep per MCMC step.
 
     Parameters
@@ -98,7 +96,5 @@ class ParticleGibbs(PureKernelAdapter):
         if self.num_particles < 2:
             raise ValueError(f"num_particles must be an int >= 2, got {num_particles}")
 
-    def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(self._model, model_args, model_kwargs)
-        step = build_kernel(mdp, horizon, self.num_particles)
-        return init_fn(mdp, horizon), lambda key, state: step(key, state, beta), position
+    def build_step(self, mdp, horizon):
+        return build_kernel(mdp, horizon, self.num_particles)

@@ -1,12 +1,55 @@
-"""Kernels by command-line name: ``make_kernel("action-gibbs")`` -> an ``MCMCKernel``.
+"""One record per kernel: what the CLI, the demo, the benchmarks, replica exchange and the tests read.
 
-Also says which ``chain_method`` each kernel needs: NumPyro's Gibbs kernels and MixedHMC
-refuse ``"vectorized"``, so they run their chains under ``jax.vmap`` instead.
+``KERNELS["action-gibbs"].make(model)`` builds the kernel; its record also says which
+``chain_method`` it needs (NumPyro's Gibbs kernels and MixedHMC refuse ``"vectorized"``, so
+they run their chains under ``jax.vmap``), which ``extra_fields`` record its acceptance rate,
+and whether its pure ``step(key, state, beta)`` can serve as a replica-exchange rung.
+A kernel added here is automatically checked against exact inference by
+``tests/kernels/test_registry.py``.
 """
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 
 from pgm_rl.model import trajectory_model
+
+__all__ = ["KERNELS", "KernelRecord", "make_kernel"]
+
+
+class KernelRecord(NamedTuple):
+    """How to build and run one kernel.
+
+    Attributes
+    ----------
+    name : str
+        The command-line name, e.g. ``"action-gibbs"``.
+    make : callable
+        ``make(model) -> numpyro.infer.mcmc.MCMCKernel`` with the default settings.
+    chain_method : str or callable
+        ``"vectorized"``, or ``jax.vmap`` for NumPyro's Gibbs kernels and MixedHMC.
+    extra_fields : tuple of str
+        ``MCMC.run(extra_fields=...)`` that records the acceptance rate (and divergences).
+    rung : bool
+        Whether the kernel has a pure ``build_step(mdp, horizon) -> step(key, state, beta)``
+        over :class:`~pgm_rl.kernels.base.RegenerationState`, usable by replica exchange.
+    builtin : bool
+        NumPyro's own kernel (not pgm_rl's).
+    targets_posterior : bool
+        ``False`` for the notebook's per-step sampler, which targets another distribution.
+    summary : str
+        One line for help texts.
+    """
+
+    name: str
+    make: Callable
+    chain_method: object
+    extra_fields: tuple
+    rung: bool
+    builtin: bool
+    targets_posterior: bool
+    summary: str
 
 
 def _trajectory_mh(model):
@@ -57,28 +100,55 @@ def _mixed_hmc(model):
     return MixedHMC(HMC(model, trajectory_length=1.2), num_discrete_updates=20)
 
 
+_ACCEPT = ("accept_prob",)
 KERNELS = {
-    "trajectory-mh": _trajectory_mh,
-    "stepwise-mh": _stepwise_mh,
-    "action-gibbs": _action_gibbs,
-    "suffix-mh": _suffix_mh,
-    "particle-gibbs": _particle_gibbs,
-    "replica-exchange": _replica_exchange,
-    "discrete-hmc-gibbs": _discrete_hmc_gibbs,
-    "mixed-hmc": _mixed_hmc,
-}
-BUILTIN_KERNELS = ("discrete-hmc-gibbs", "mixed-hmc")
+    record.name: record
+    for record in (
+        KernelRecord(
+            "trajectory-mh", _trajectory_mh, "vectorized", _ACCEPT, True, False, True,
+            "the notebook's sampler: independence MH with whole prior rollouts",
+        ),
+        KernelRecord(
+            "stepwise-mh", _stepwise_mh, "vectorized", _ACCEPT, False, False, False,
+            "the notebook's per-step sampler (targets another distribution)",
+        ),
+        KernelRecord(
+            "action-gibbs", _action_gibbs, "vectorized", _ACCEPT, True, False, True,
+            "systematic-scan Gibbs over the actions, all candidates scored at once",
+        ),
+        KernelRecord(
+            "suffix-mh", _suffix_mh, "vectorized", _ACCEPT, True, False, True,
+            "MH sweeps regenerating action suffixes from the prior",
+        ),
+        KernelRecord(
+            "particle-gibbs", _particle_gibbs, "vectorized", _ACCEPT, True, False, True,
+            "conditional SMC with ancestor sampling (256 particles)",
+        ),
+        KernelRecord(
+            "replica-exchange", _replica_exchange, "vectorized",
+            (*_ACCEPT, "kernel_state.swap_accept_prob"), False, False, True,
+            "parallel tempering of suffix-mh over 6 inverse temperatures",
+        ),
+        KernelRecord(
+            "discrete-hmc-gibbs", _discrete_hmc_gibbs, jax.vmap,
+            ("hmc_state.accept_prob", "hmc_state.diverging"), False, True, True,
+            "NumPyro's DiscreteHMCGibbs(NUTS)",
+        ),
+        KernelRecord(
+            "mixed-hmc", _mixed_hmc, jax.vmap, ("accept_prob", "hmc_state.diverging"),
+            False, True, True,
+            "NumPyro's MixedHMC(HMC)",
+        ),
+    )
+}  # fmt: skip
 
 
 def make_kernel(name, model=trajectory_model):
-    """The kernel registered as ``name`` (one of :data:`KERNELS`) on ``model``."""
-    if name not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {name!r}")
-    return KERNELS[name](model)
+    """The kernel registered as ``name`` (a key of :data:`KERNELS`) on ``model``."""
+    return _record(name).make(model)
 
 
-def chain_method_for(name):
-    """``"vectorized"`` for pgm_rl kernels, ``jax.vmap`` for NumPyro's Gibbs kernels and MixedHMC."""
-    if name not in KERNELS:
+def _record(name):
+    if not isinstance(name, str) or name not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {name!r}")
-    return jax.vmap if name in BUILTIN_KERNELS else "vectorized"
+    return KERNELS[name]

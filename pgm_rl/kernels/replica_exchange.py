@@ -15,63 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax import random
 
-from pgm_rl.kernels import particle_gibbs, suffix_mh
-from pgm_rl.kernels.base import MHInfo, PureKernelAdapter, SamplerState
+from pgm_rl.kernels.base import MHInfo, PureKernelAdapter, init_from_prior, init_state, position
 from pgm_rl.model import trajectory_problem
 
-__all__ = ["BASE_KERNELS", "ReplicaExchange", "ReplicaExchangeState", "build_kernel", "ladder"]
-
-
-def _trajectory_mh(mdp, horizon):
-    def step(key, state, beta):
-        return suffix_mh.regenerate(key, state, beta, 0, horizon, mdp)
-
-    return step
-
-
-def _action_gibbs(mdp, horizon):
-    from pgm_rl.kernels import action_gibbs
-
-    def step(key, state, beta):
-        new, info = action_gibbs.build_kernel(mdp, beta)(key, action_gibbs.init(state.actions))
-        return suffix_mh.init(mdp, new.actions), info
-
-    return step
-
-
-BASE_KERNELS = {
-    "suffix-mh": lambda mdp, horizon: suffix_mh.build_kernel(mdp, horizon),
-    "trajectory-mh": _trajectory_mh,
-    "particle-gibbs": lambda mdp, horizon: particle_gibbs.build_kernel(mdp, horizon, 64),
-    "action-gibbs": _action_gibbs,
-}
-"""Base kernels by name: ``build(mdp, horizon) -> step(key, state, beta)`` on a
-:class:`~pgm_rl.kernels.suffix_mh.RegenerationState`, returning ``(state, info)`` with
-``info.accept_prob``. ``"trajectory-mh"`` is the array-level form of
-:class:`~pgm_rl.kernels.TrajectoryMH` (one whole-trajectory prior proposal per step);
-``"particle-gibbs"`` uses 64 particles; ``"action-gibbs"`` is a Gibbs sweep of
-:class:`~pgm_rl.kernels.ActionGibbs`."""
+__all__ = ["ReplicaExchange", "ReplicaExchangeState", "build_kernel", "ladder"]
 
 
 class ReplicaExchangeState(NamedTuple):
-    """``rungs``: the base kernels' states stacked over the K rungs (leading axis K);
-    ``i``: step counter (its parity picks the swap pairs); ``swap_accept_prob``: mean swap
-    acceptance probability over the pairs tried at the last step."""
+    """``rungs``: the base kernel's :class:`~pgm_rl.kernels.base.RegenerationState` stacked over
+    the K rungs (leading axis K); ``i``: step counter (its parity picks the swap pairs);
+    ``swap_accept_prob``: mean swap acceptance probability over the pairs tried at the last
+    step (``extra_fields=("kernel_state.swap_accept_prob",)`` records it)."""
 
     rungs: Any
     i: jax.Array
-    swap_accept_prob: jax.Array
-
-
-class ReplicaExchangeSamplerState(NamedTuple):
-    """:class:`~pgm_rl.kernels.base.SamplerState` plus ``swap_accept_prob`` for ``extra_fields``."""
-
-    z: dict
-    kernel_state: Any
-    accept_prob: jax.Array
-    mean_accept_prob: jax.Array
-    i: jax.Array
-    rng_key: jax.Array
     swap_accept_prob: jax.Array
 
 
@@ -117,25 +74,24 @@ class ReplicaExchange(PureKernelAdapter):
     betas : array_like or None, default None
         The ladder, shape (K,), strictly decreasing, ``betas[0]`` equal to the model's beta,
         all >= 0. ``None``: :func:`ladder` with ``num_rungs`` rungs from beta down to beta / 1000.
-    base_kernel : str, default "suffix-mh"
-        One of :data:`BASE_KERNELS`: ``"suffix-mh"``, ``"trajectory-mh"``, ``"particle-gibbs"``,
-        ``"action-gibbs"``.
+    base_kernel : str or kernel, default "suffix-mh"
+        The kernel run on every rung: the name of a registered kernel that can serve as a rung
+        (:data:`pgm_rl.kernels.registry.KERNELS` records with ``rung=True``: "trajectory-mh",
+        "action-gibbs", "suffix-mh", "particle-gibbs") or such a kernel object itself, e.g.
+        ``ParticleGibbs(model, num_particles=64)``.
     num_rungs : int, default 6
         Number of rungs K >= 2 of the default ladder (ignored when ``betas`` is given).
 
     Notes
     -----
     ``accept_prob`` is the base kernel's at the target rung (``is_accepted`` in the info says
-    whether any swap happened); the state also carries
-    ``swap_accept_prob`` (use ``extra_fields=("swap_accept_prob",)``).
+    whether any swap happened); record the swap rate with
+    ``extra_fields=("kernel_state.swap_accept_prob",)``.
     """
 
     def __init__(self, model, betas=None, base_kernel="suffix-mh", num_rungs=6):
         super().__init__(model)
-        if not isinstance(base_kernel, str) or base_kernel not in BASE_KERNELS:
-            raise ValueError(
-                f"base_kernel must be one of {', '.join(BASE_KERNELS)}; got {base_kernel!r}"
-            )
+        self.base_kernel = _rung_kernel(base_kernel, model)
         if isinstance(num_rungs, bool) or not isinstance(num_rungs, numbers.Integral):
             raise TypeError(f"num_rungs must be an int >= 2, got {num_rungs!r}")
         if num_rungs < 2:
@@ -149,11 +105,12 @@ class ReplicaExchange(PureKernelAdapter):
             if not np.all(np.isfinite(betas)) or np.any(betas < 0) or np.any(np.diff(betas) >= 0):
                 raise ValueError(f"betas must be finite, >= 0 and strictly decreasing, got {betas}")
         self.betas = betas
-        self.base_kernel = base_kernel
         self.num_rungs = int(num_rungs)
 
     def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(self._model, model_args, model_kwargs)
+        mdp, horizon, beta = trajectory_problem(
+            self._model, model_args, model_kwargs, kernel="ReplicaExchange"
+        )
         if self.betas is None:
             betas = ladder(float(beta), self.num_rungs)
         elif not np.isclose(self.betas[0], float(beta), rtol=1e-12, atol=0.0):
@@ -162,30 +119,39 @@ class ReplicaExchange(PureKernelAdapter):
             )
         else:
             betas = self.betas
-        step = build_kernel(BASE_KERNELS[self.base_kernel](mdp, horizon), betas)
+        step = build_kernel(self.base_kernel.build_step(mdp, horizon), betas)
 
         def init_fn(key, init_params):
             keys = random.split(key, len(betas))
             if init_params is None:
-                rungs = jax.vmap(lambda k: suffix_mh.init_from_prior(k, mdp, horizon))(keys)
+                rungs = jax.vmap(lambda k: init_from_prior(k, mdp, horizon))(keys)
             else:
-                start = suffix_mh.init(mdp, init_params["actions"])
+                start = init_state(mdp, init_params["actions"])
                 rungs = jax.tree.map(lambda x: jnp.stack([x] * len(betas)), start)
             zero = jnp.zeros((), rungs.ret.dtype)
             return ReplicaExchangeState(rungs, jnp.array(0), zero)
 
-        return init_fn, step, lambda s: {"actions": s.rungs.actions[0]}
-
-    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
-        state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
-        return ReplicaExchangeSamplerState(*state, state.kernel_state.swap_accept_prob)
-
-    def sample(self, state, model_args, model_kwargs):
-        state = super().sample(SamplerState(*state[:-1]), model_args, model_kwargs)
-        return ReplicaExchangeSamplerState(*state, state.kernel_state.swap_accept_prob)
+        return init_fn, step, lambda state: position(jax.tree.map(lambda x: x[0], state.rungs))
 
     def get_diagnostics_str(self, state):
         return (
             f"acc. prob={float(state.mean_accept_prob):.2f}, "
-            f"swap prob={float(state.swap_accept_prob):.2f}"
+            f"swap prob={float(state.kernel_state.swap_accept_prob):.2f}"
         )
+
+
+def _rung_kernel(base_kernel, model):
+    """The kernel object run on each rung, from a registered name or a kernel object."""
+    from pgm_rl.kernels.registry import KERNELS
+
+    rungs = [name for name, record in KERNELS.items() if record.rung]
+    if isinstance(base_kernel, str):
+        if base_kernel not in rungs:
+            raise ValueError(f"base_kernel must be one of {', '.join(rungs)}; got {base_kernel!r}")
+        return KERNELS[base_kernel].make(model)
+    if not callable(getattr(base_kernel, "build_step", None)):
+        raise TypeError(
+            f"base_kernel must be a kernel name ({', '.join(rungs)}) or a kernel object with a "
+            f"pure step(key, state, beta) (e.g. SuffixMH(model)), got {base_kernel!r}"
+        )
+    return base_kernel

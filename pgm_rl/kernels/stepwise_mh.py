@@ -5,20 +5,27 @@ its own whether to take the new step ``(action a'_t, entered state s'_{t+1}, rew
 accepting with ``log u_t < beta * (r'_t - r_t)`` (log space; the notebook's
 ``min(exp(r) / 2, 1)`` clipping is not reproduced). Time step t's chain is independence MH
 with the prior marginal of step t as proposal, so it targets that marginal tilted by
-``exp(beta * r)``: :func:`pgm_rl.exact.stepwise_target`, not the trajectory posterior. Its
+``exp(beta * r)``: :func:`stepwise_target` (exactly, below), not the trajectory posterior. Its
 "trajectories" are not continuous: ``states[t + 1]`` is the state entered by the kept step t,
 which need not be reachable from ``states[t]``.
 """
 
+import math
+from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import random
 
 from pgm_rl.dynamics import rollout
+from pgm_rl.exact import _check_problem, _forward
 from pgm_rl.kernels.base import PureKernelAdapter, mh_accept
 from pgm_rl.model import trajectory_problem
+
+__all__ = ["StepwiseMH", "StepwiseMHState", "StepwiseTarget", "build_kernel", "stepwise_target"]
 
 
 class StepwiseMHState(NamedTuple):
@@ -43,16 +50,17 @@ class StepwiseMHInfo(NamedTuple):
 
 def init(mdp, actions):
     """Start at the rollout of ``actions`` (T,)."""
+    actions = jnp.asarray(actions, jnp.int32)
     states, rewards = rollout(mdp, actions)
     return StepwiseMHState(actions, states, rewards)
 
 
-def build_kernel(mdp, horizon, beta):
-    """One step: a fresh prior rollout, then T independent accept steps (one per time step)."""
+def build_kernel(mdp, horizon):
+    """``step(key, state, beta)``: a fresh prior rollout, then T independent accept steps."""
 
-    def step(key, state):
+    def step(key, state, beta):
         proposal_key, accept_key = random.split(key)
-        actions = random.randint(proposal_key, (horizon,), 0, mdp.n_actions)
+        actions = random.randint(proposal_key, (horizon,), 0, mdp.n_actions, jnp.int32)
         states, rewards = rollout(mdp, actions)
         proposal = (actions, states[1:], rewards)
         current = (state.actions, state.states[1:], state.rewards)
@@ -69,7 +77,7 @@ def build_kernel(mdp, horizon, beta):
 
 
 class StepwiseMH(PureKernelAdapter):
-    """The notebook's per-time-step MH sampler (targets :func:`pgm_rl.exact.stepwise_target`).
+    """The notebook's per-time-step MH sampler (targets :func:`stepwise_target`, not the posterior).
 
     Samples ``"actions"`` (T,), ``"states"`` (T + 1,) and ``"rewards"`` (T,) are the per-step
     kept values: ``states[0]`` is the start, ``states[t + 1]`` the state entered by the step
@@ -88,17 +96,103 @@ class StepwiseMH(PureKernelAdapter):
     """
 
     def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(self._model, model_args, model_kwargs)
+        mdp, horizon, beta = trajectory_problem(
+            self._model, model_args, model_kwargs, kernel="StepwiseMH"
+        )
+        step = build_kernel(mdp, horizon)
 
         def init_fn(key, init_params):
             if init_params is None:
-                actions = random.randint(key, (horizon,), 0, mdp.n_actions)
+                actions = random.randint(key, (horizon,), 0, mdp.n_actions, jnp.int32)
             else:
-                actions = jnp.asarray(init_params["actions"])
+                actions = init_params["actions"]
             return init(mdp, actions)
 
-        return init_fn, build_kernel(mdp, horizon, beta), lambda state: state._asdict()
+        return init_fn, lambda key, state: step(key, state, beta), lambda state: state._asdict()
 
     def postprocess_fn(self, model_args, model_kwargs):
         """Identity: the position already holds ``"actions"``, ``"states"`` and ``"rewards"``."""
         return dict
+
+
+@dataclass(frozen=True, eq=False)
+class StepwiseTarget:
+    """What the notebook's per-time-step sampler (:class:`pgm_rl.kernels.StepwiseMH`) targets.
+
+    Each time step t on its own: the prior (uniform random walk) marginal of the step
+    ``(s_t, a_t)`` tilted by ``exp(beta * r(s_t, a_t))`` and normalised. The steps are not
+    coupled, so this is not a distribution over trajectories and differs from the posterior.
+
+    Attributes
+    ----------
+    mdp : TabularMDP
+    horizon : int
+        T.
+    beta : float
+    log_joint : array, shape (T, S, A)
+        Log target probability of the step ``(s_t, a_t) = (s, a)`` at each time t.
+    state_marginals : array, shape (T + 1, S)
+        Row 0 is the start state; row t + 1 is the law of the state entered by action t,
+        laid out like :attr:`ExactPosterior.state_marginals`.
+    action_marginals : array, shape (T, A)
+    expected_return : float
+        Sum over t of the expected reward of step t (unscaled by beta).
+    """
+
+    mdp: object
+    horizon: int
+    beta: float
+    log_joint: jax.Array
+    state_marginals: jax.Array
+    action_marginals: jax.Array
+    expected_return: float
+
+
+def stepwise_target(env, horizon, beta):
+    """The per-time-step target of the notebook's per-step sampler, exactly.
+
+    For each t: ``p_t(s, a) ∝ mu_t(s) (1/A) exp(beta r(s, a))`` with ``mu_t`` the prior
+    (uniform random walk) state marginal at step t.
+
+    Parameters
+    ----------
+    env : TabularMDP
+    horizon : int
+        Number of actions T >= 1.
+    beta : float
+        Inverse temperature >= 0.
+
+    Returns
+    -------
+    StepwiseTarget
+    """
+    mdp, horizon, beta = _check_problem(env, horizon, beta)
+    reward = jnp.asarray(mdp.reward)
+    log_joint, state_marginals, action_marginals, step_returns = _stepwise(
+        jnp.asarray(mdp.next_state), reward, beta * reward, mdp.start_state, horizon
+    )
+    return StepwiseTarget(
+        mdp=mdp,
+        horizon=horizon,
+        beta=beta,
+        log_joint=log_joint,
+        state_marginals=state_marginals,
+        action_marginals=action_marginals,
+        expected_return=math.fsum(np.asarray(step_returns, dtype=np.float64).tolist()),
+    )
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def _stepwise(next_state, reward, scaled_reward, start_state, horizon):
+    """Tilted prior step marginals: log joint (T, S, A), states (T + 1, S), actions (T, A), (T,)."""
+    n_states, n_actions = next_state.shape
+    uniform = jnp.full((horizon, n_states, n_actions), -jnp.log(n_actions), reward.dtype)
+    prior_states, _, _ = _forward(uniform, next_state, reward, start_state)  # (T + 1, S)
+    log_mu = jnp.log(prior_states[:-1])  # (T, S), -inf where unreachable
+    log_joint = log_mu[:, :, None] + scaled_reward[None]
+    log_joint = log_joint - jax.scipy.special.logsumexp(log_joint, axis=(1, 2), keepdims=True)
+    joint = jnp.exp(log_joint)
+    entered = jax.vmap(lambda p: jnp.zeros(n_states, p.dtype).at[next_state].add(p))(joint)
+    state_marginals = jnp.concatenate([prior_states[:1], entered])
+    step_returns = jnp.sum(joint * reward, axis=(1, 2))
+    return log_joint, state_marginals, joint.sum(axis=1), step_returns

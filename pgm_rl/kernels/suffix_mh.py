@@ -13,40 +13,20 @@ runs one chain per inverse temperature with the same compiled step.
 """
 
 import numbers
-from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax, random
 
-from pgm_rl.dynamics import rollout
-from pgm_rl.kernels.base import MHInfo, PureKernelAdapter, mh_accept
-from pgm_rl.model import trajectory_problem
+from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_state, mh_accept
 
-
-class RegenerationState(NamedTuple):
-    """``actions``: int32 (T,); ``ret``: scalar, the (unscaled) return, sum of the rewards."""
-
-    actions: jax.Array
-    ret: jax.Array
-
-
-def init(mdp, actions):
-    """Start at ``actions`` (T,): compute its return."""
-    actions = jnp.asarray(actions, jnp.int32)
-    _, rewards = rollout(mdp, actions)
-    return RegenerationState(actions, jnp.sum(rewards, axis=-1))
-
-
-def init_from_prior(key, mdp, horizon):
-    """Start at a trajectory drawn from the uniform action prior."""
-    return init(mdp, random.randint(key, (horizon,), 0, mdp.n_actions, jnp.int32))
+__all__ = ["SuffixMH", "build_kernel", "regenerate"]
 
 
 def regenerate(key, state, beta, start, stop, mdp):
     """One MH step that redraws ``state.actions[start:stop]`` from the prior.
 
     ``start`` and ``stop`` may be traced ints; ``beta`` is the inverse temperature.
+    ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState`.
     Returns ``(RegenerationState, MHInfo)``.
     """
     proposal_key, accept_key = random.split(key)
@@ -54,7 +34,7 @@ def regenerate(key, state, beta, start, stop, mdp):
     fresh = random.randint(proposal_key, (horizon,), 0, mdp.n_actions, jnp.int32)
     time = jnp.arange(horizon)
     window = (time >= start) & (time < stop)
-    proposal = init(mdp, jnp.where(window, fresh, state.actions))
+    proposal = init_state(mdp, jnp.where(window, fresh, state.actions))
     return mh_accept(accept_key, beta * (proposal.ret - state.ret), proposal, state)
 
 
@@ -79,22 +59,6 @@ def build_kernel(mdp, horizon, block_size=None):
     return step
 
 
-def init_fn(mdp, horizon):
-    """``init_fn(key, init_params)`` for the adapters: the given actions or a prior draw."""
-
-    def start(key, init_params):
-        if init_params is None:
-            return init_from_prior(key, mdp, horizon)
-        return init(mdp, init_params["actions"])
-
-    return start
-
-
-def position(state):
-    """The sample field of a :class:`RegenerationState`: ``{"actions": (T,)}``."""
-    return {"actions": state.actions}
-
-
 def check_block_size(block_size):
     """Return ``block_size`` (``None`` or an int >= 1) or raise naming it."""
     if block_size is None:
@@ -108,7 +72,7 @@ def check_block_size(block_size):
     return int(block_size)
 
 
-class SuffixMH(PureKernelAdapter):
+class SuffixMH(TrajectoryKernel):
     """Metropolis-Hastings that regenerates a suffix (or a block) of the actions from the prior.
 
     One step is a sweep over the cuts ``start = 0..T-1``: at each, the actions from ``start``
@@ -134,7 +98,5 @@ class SuffixMH(PureKernelAdapter):
         super().__init__(model)
         self.block_size = check_block_size(block_size)
 
-    def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(self._model, model_args, model_kwargs)
-        step = build_kernel(mdp, horizon, self.block_size)
-        return init_fn(mdp, horizon), lambda key, state: step(key, state, beta), position
+    def build_step(self, mdp, horizon):
+        return build_kernel(mdp, horizon, self.block_size)

@@ -9,6 +9,7 @@ sites can all be drawn from their priors; the likelihood is everything observed
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from numpyro.handlers import seed, substitute, trace
 
 from pgm_rl.kernels.base import PureKernelAdapter, latent_sites, mh_accept, trace_log_likelihood
@@ -56,7 +57,8 @@ class TrajectoryMH(PureKernelAdapter):
 
     def build(self, model_args, model_kwargs):
         model = self._model
-        sites = latent_sites(trace(seed(model, 0)).get_trace(*model_args, **model_kwargs))
+        prototype = trace(seed(model, 0)).get_trace(*model_args, **model_kwargs)
+        sites = latent_sites(prototype)
 
         def prior_sample(key):
             model_trace = trace(seed(model, key)).get_trace(*model_args, **model_kwargs)
@@ -73,7 +75,21 @@ class TrajectoryMH(PureKernelAdapter):
             if init_params is None:
                 position, _ = prior_sample(key)
             else:
-                position = {name: init_params[name] for name in sites}
+                position = {  # the model's own dtypes, so the chain's carry keeps its type
+                    name: jnp.asarray(init_params[name], prototype[name]["value"].dtype)
+                    for name in sites
+                }
             return init(position, log_likelihood)
 
         return init_fn, build_kernel(prior_sample), lambda state: state.position
+
+    def build_step(self, mdp, horizon):
+        """The array-level form on :func:`pgm_rl.trajectory_model` alone, for replica exchange:
+        ``step(key, state, beta)`` on a :class:`~pgm_rl.kernels.base.RegenerationState`, one
+        whole-trajectory prior proposal per step."""
+        from pgm_rl.kernels.suffix_mh import regenerate
+
+        def step(key, state, beta):
+            return regenerate(key, state, beta, 0, horizon, mdp)
+
+        return step
