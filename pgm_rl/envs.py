@@ -3,11 +3,17 @@
 A :class:`TabularMDP` holds deterministic dynamics ``next_state`` (S, A), rewards
 ``reward`` (S, A) and a start state. :class:`GridWorld` builds one from a grid of cell
 rewards; other environments plug in by building a :class:`TabularMDP` of their own.
+
+Both are JAX pytrees (leaves: the arrays and the start state), so ``jax.jit`` and ``jax.vmap``
+take them directly and a new start state or new rewards of the same shapes reuse the compiled
+code. The constructors check their input; ``tree_unflatten`` (what JAX calls on traced or
+transformed leaves) does not.
 """
 
 import csv
 import os
 
+import jax
 import numpy as np
 
 ACTION_NAMES = ("up", "down", "left", "right", "stay")
@@ -25,8 +31,9 @@ NOTEBOOK_GRID = (
 NOTEBOOK_START = (5, 0)
 
 
+@jax.tree_util.register_pytree_node_class
 class TabularMDP:
-    """A finite MDP with deterministic transitions.
+    """A finite MDP with deterministic transitions (a JAX pytree).
 
     Parameters
     ----------
@@ -64,6 +71,17 @@ class TabularMDP:
         self.next_state.flags.writeable = False
         self.reward.flags.writeable = False
 
+    def tree_flatten(self):
+        """Leaves ``(next_state, reward, start_state)``; no static data."""
+        return (self.next_state, self.reward, self.start_state), None
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        """Rebuild from (possibly traced) leaves, unchecked."""
+        mdp = object.__new__(cls)
+        mdp.next_state, mdp.reward, mdp.start_state = children
+        return mdp
+
     @property
     def n_states(self):
         """Number of states S."""
@@ -78,6 +96,7 @@ class TabularMDP:
         return f"TabularMDP(n_states={self.n_states}, n_actions={self.n_actions}, start_state={self.start_state})"
 
 
+@jax.tree_util.register_pytree_node_class
 class GridWorld(TabularMDP):
     """A grid world: 5 actions (0 up, 1 down, 2 left, 3 right, 4 stay), moves clipped at walls.
 
@@ -107,7 +126,22 @@ class GridWorld(TabularMDP):
         super().__init__(next_state, grid.reshape(-1)[next_state], row * width + col)
         self.rewards = grid
         self.rewards.flags.writeable = False
-        self.start = (row, col)
+
+    def tree_flatten(self):
+        """Leaves ``(next_state, reward, start_state, rewards)``; no static data."""
+        return (self.next_state, self.reward, self.start_state, self.rewards), None
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        """Rebuild from (possibly traced) leaves, unchecked."""
+        grid = object.__new__(cls)
+        grid.next_state, grid.reward, grid.start_state, grid.rewards = children
+        return grid
+
+    @property
+    def start(self):
+        """``(row, col)`` of the start cell (needs a concrete ``start_state``)."""
+        return divmod(int(self.start_state), self.shape[1])
 
     @classmethod
     def notebook(cls):

@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class ExactPosterior:
-    """The exact trajectory posterior of one problem.
+    """The exact trajectory posterior of one problem (a JAX pytree; ``horizon`` is static).
 
     Attributes
     ----------
@@ -65,10 +65,35 @@ class ExactPosterior:
     action_marginals: jax.Array
     expected_return: float
 
+    def __repr__(self):
+        horizon, n_states, n_actions = np.shape(self.log_policy)
+        return (
+            f"ExactPosterior(mdp={self.mdp!r}, horizon={horizon}, beta={self.beta:g}, "
+            f"log_z={float(self.log_z):.10g}, expected_return={float(self.expected_return):.6g}, "
+            f"log_policy: ({horizon}, {n_states}, {n_actions}), state_marginals: "
+            f"({horizon + 1}, {n_states}), action_marginals: ({horizon}, {n_actions}))"
+        )
+
     @cached_property
     def policy(self):
         """Posterior action probabilities pi_t(a | s), shape (T, S, A)."""
         return jnp.exp(self.log_policy)
+
+    def path_probability(self, states):
+        """Posterior probability of the state path ``states``, shape (..., T + 1) -> (...).
+
+        Sums over every action sequence that makes the path (e.g. "up" against the top wall
+        and "stay" both keep the agent in place), so it can be far larger than the probability
+        of any one action sequence (:meth:`log_prob`). 0 for a path that does not start at the
+        start state or makes an impossible move.
+        """
+        states = jnp.asarray(states)
+        if states.ndim == 0 or states.shape[-1] != self.horizon + 1:
+            raise ValueError(
+                f"states must have shape (..., {self.horizon + 1}), got {states.shape}"
+            )
+        _check_states(states, self.mdp.n_states)
+        return _path_probability(self.log_policy, self.mdp, states)
 
     def sample(self, key, num_samples):
         """Draw exact iid posterior trajectories.
@@ -86,14 +111,7 @@ class ExactPosterior:
                 f"{needed / 2**30:.1f} GiB; at most {_memory_limit() / 2**30:.1f} GiB "
                 "(half of this machine's memory) is allowed: draw fewer samples per call"
             )
-        actions, states, rewards = _sample(
-            key,
-            self.log_policy,
-            jnp.asarray(self.mdp.next_state),
-            jnp.asarray(self.mdp.reward),
-            self.mdp.start_state,
-            num_samples,
-        )
+        actions, states, rewards = _sample(key, self.log_policy, self.mdp, num_samples)
         return {"actions": actions, "states": states, "rewards": rewards}
 
     def log_prob(self, actions):
@@ -128,9 +146,7 @@ def solve(env, horizon, beta):
     reward_hi = jnp.asarray(scaled, dtype=reward.dtype)
     reward_lo = jnp.asarray(scaled - np.asarray(reward_hi, dtype=np.float64), dtype=reward.dtype)
     log_policy, (v_hi, v_lo) = _backward(next_state, reward_hi, reward_lo, horizon)
-    state_marginals, action_marginals, step_returns = _forward(
-        log_policy, next_state, reward, mdp.start_state
-    )
+    state_marginals, action_marginals, step_returns = _forward(log_policy, mdp)
     log_z = float(v_hi[mdp.start_state]) + float(v_lo[mdp.start_state])
     return ExactPosterior(
         mdp=mdp,
@@ -254,11 +270,11 @@ def _backward(next_state, reward_hi, reward_lo, horizon):
     return log_policy, log_v0
 
 
-@partial(jax.jit, static_argnums=3)
-def _forward(log_policy, next_state, reward, start_state):
+@jax.jit
+def _forward(log_policy, mdp):
     """Forward marginals: states (T + 1, S), actions (T, A), expected reward per step (T,)."""
-    n_states = next_state.shape[0]
-    mu0 = jnp.zeros(n_states, log_policy.dtype).at[start_state].set(1.0)
+    next_state, reward = mdp.next_state, mdp.reward
+    mu0 = jnp.zeros(mdp.n_states, log_policy.dtype).at[mdp.start_state].set(1.0)
 
     def step(mu, log_pi):
         joint = mu[:, None] * jnp.exp(log_pi)  # (S, A)
@@ -269,8 +285,11 @@ def _forward(log_policy, next_state, reward, start_state):
     return jnp.concatenate([mu0[None], mus]), action_marginals, step_returns
 
 
-@partial(jax.jit, static_argnums=(4, 5))
-def _sample(key, log_policy, next_state, reward, start_state, num_samples):
+@partial(jax.jit, static_argnums=3)
+def _sample(key, log_policy, mdp, num_samples):
+    """``num_samples`` iid trajectories: actions (n, T), states (n, T + 1), rewards (n, T)."""
+    next_state, reward = mdp.next_state, mdp.reward
+
     def one(key):
         uniforms = positive_uniform(key, log_policy.shape[:1], log_policy.dtype)
 
@@ -280,11 +299,30 @@ def _sample(key, log_policy, next_state, reward, start_state, num_samples):
             new_state = next_state[state, action]
             return new_state, (action, new_state, reward[state, action])
 
-        s0 = jnp.asarray(start_state, next_state.dtype)
+        s0 = jnp.asarray(mdp.start_state, next_state.dtype)
         _, (actions, states, rewards) = lax.scan(step, s0, (uniforms, log_policy))
         return actions, jnp.concatenate([s0[None], states]), rewards
 
     return jax.vmap(one)(random.split(key, num_samples))
+
+
+@jax.jit
+def _path_probability(log_policy, mdp, states):
+    """Sum over the actions making each move: states (..., T + 1) -> (...)."""
+    time = jnp.arange(states.shape[-1] - 1)
+    here, there = states[..., :-1], states[..., 1:]
+    makes_move = mdp.next_state[here] == there[..., None]  # (..., T, A)
+    step_probs = jnp.sum(jnp.exp(log_policy[time, here]) * makes_move, axis=-1)
+    at_start = states[..., 0] == mdp.start_state
+    return jnp.where(at_start, jnp.prod(step_probs, axis=-1), 0.0)
+
+
+def _check_states(states, n_states):
+    """Raise unless ``states`` are integer state indices in [0, n_states)."""
+    if not jnp.issubdtype(states.dtype, jnp.integer):
+        raise TypeError(f"states must be an integer array of state indices, got {states.dtype}")
+    if states.size and (int(states.min()) < 0 or int(states.max()) >= n_states):
+        raise ValueError(f"states must lie in [0, {n_states}), the state indices")
 
 
 @jax.jit
@@ -324,3 +362,18 @@ def tv_distance(p, q, axis=-1):
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
     return 0.5 * np.abs(p - q).sum(axis=axis)
+
+
+jax.tree_util.register_dataclass(
+    ExactPosterior,
+    data_fields=[
+        "mdp",
+        "beta",
+        "log_z",
+        "log_policy",
+        "state_marginals",
+        "action_marginals",
+        "expected_return",
+    ],
+    meta_fields=["horizon"],
+)

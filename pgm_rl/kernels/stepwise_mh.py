@@ -169,7 +169,7 @@ def stepwise_target(env, horizon, beta):
     mdp, horizon, beta = _check_problem(env, horizon, beta)
     reward = jnp.asarray(mdp.reward)
     log_joint, state_marginals, action_marginals, step_returns = _stepwise(
-        jnp.asarray(mdp.next_state), reward, beta * reward, mdp.start_state, horizon
+        mdp, beta * reward, horizon
     )
     return StepwiseTarget(
         mdp=mdp,
@@ -182,12 +182,13 @@ def stepwise_target(env, horizon, beta):
     )
 
 
-@partial(jax.jit, static_argnums=(3, 4))
-def _stepwise(next_state, reward, scaled_reward, start_state, horizon):
+@partial(jax.jit, static_argnums=2)
+def _stepwise(mdp, scaled_reward, horizon):
     """Tilted prior step marginals: log joint (T, S, A), states (T + 1, S), actions (T, A), (T,)."""
+    next_state, reward = mdp.next_state, mdp.reward
     n_states, n_actions = next_state.shape
     uniform = jnp.full((horizon, n_states, n_actions), -jnp.log(n_actions), reward.dtype)
-    prior_states, _, _ = _forward(uniform, next_state, reward, start_state)  # (T + 1, S)
+    prior_states, _, _ = _forward(uniform, mdp)  # (T + 1, S)
     log_mu = jnp.log(prior_states[:-1])  # (T, S), -inf where unreachable
     log_joint = log_mu[:, :, None] + scaled_reward[None]
     log_joint = log_joint - jax.scipy.special.logsumexp(log_joint, axis=(1, 2), keepdims=True)
