@@ -1,20 +1,54 @@
 """Save and load DataTrees as netCDF (h5netcdf): atomic, and never over an existing file unless asked.
 
-:func:`save` writes to a temporary file in the target's folder and renames it over the target
-(``os.replace``, atomic on POSIX), so an interrupted save leaves either the old file or none,
-never a partial one.
+:func:`save` serialises the tree in memory first, writes the bytes to a temporary file in the
+target's folder, flushes them to disk, and only then gives the file its name:
+
+* ``overwrite=False``: ``os.link`` of the finished temporary file onto the target, which fails if
+  the target exists. Of several processes saving to the same new path exactly one succeeds; the
+  others get ``FileExistsError`` and the winner's file is never replaced.
+* ``overwrite=True``: ``os.replace`` (atomic on POSIX), so a reader sees the old file or the new
+  one, never a partial one.
+
+A failed save (a full disk, a read-only folder, an interrupt) removes its temporary file and raises
+one ``OSError`` that names the target and the cause; ``KeyboardInterrupt`` is re-raised after the
+clean-up. Because HDF5 only ever writes to memory, a disk error cannot leave an HDF5 file open in a
+broken state (h5netcdf 1.8 / h5py 3.16 then segfault when the garbage collector closes it).
+
+Temporary files are named ``.<target name>.pgm-rl-<pid>-<random>.tmp`` and are locked
+(``flock``) by the process writing them. A save killed outright (SIGKILL, power loss) leaves one
+behind; the next :func:`save` to the same target removes such orphans, and
+:func:`remove_orphans` removes those of a whole folder. Only files whose writer is gone are
+removed: the process ``<pid>`` is not alive on this machine and no one holds the file's lock.
 """
 
+import errno
 import os
-import tempfile
+import re
+import secrets
 
 import xarray as xr
 
-__all__ = ["load", "save"]
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, the pid check alone decides
+    fcntl = None
+
+__all__ = ["load", "remove_orphans", "save"]
+
+_TEMP_TAG = ".pgm-rl-"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.pgm-rl-(?P<pid>[0-9]+)-[0-9a-f]+\.tmp$")
+_CHUNK = 1 << 22  # bytes per os.write call
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
 def save(dt, path, overwrite=False):
-    """Write ``dt`` to ``path`` as netCDF-4 (h5netcdf engine).
+    """Write ``dt`` to ``path`` as netCDF-4 (h5netcdf engine), atomically.
+
+    The tree is serialised in memory (so a save needs memory for one copy of the file), written to
+    a temporary file ``.<name>.pgm-rl-<pid>-<random>.tmp`` next to ``path``, flushed to disk, and
+    then linked (``overwrite=False``) or renamed (``overwrite=True``) onto ``path``. Temporary
+    files orphaned by an earlier save to ``path`` that was killed are removed first (see
+    :func:`remove_orphans`).
 
     Parameters
     ----------
@@ -23,46 +57,215 @@ def save(dt, path, overwrite=False):
         Target file; its folder must exist.
     overwrite : bool, default False
         Replace an existing file. Without it an existing ``path`` raises ``FileExistsError``
-        and is left untouched.
+        and is left untouched, also when another process creates ``path`` during the save:
+        of concurrent saves to the same new path exactly one succeeds.
 
     Returns
     -------
     str
         The path written.
+
+    Raises
+    ------
+    TypeError
+        ``dt`` is not a DataTree or ``overwrite`` is not a bool.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    OSError
+        Any failure to write (for example ``errno.ENOSPC``, a full disk): the message names
+        ``path`` and the cause; no temporary file is left and an existing ``path`` is unchanged.
     """
     if not isinstance(dt, xr.DataTree):
         raise TypeError(f"dt must be an xarray.DataTree, got {type(dt).__name__}")
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     path = os.fspath(path)
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"path {path!r} is a folder, not a file")
     if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
+        raise FileExistsError(_exists_message(path))
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder!r} of path {path!r} does not exist")
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    os.close(handle)
+    name = os.path.basename(path)
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it 0o600; use the usual mode
-        dt.to_netcdf(temporary, engine="h5netcdf", mode="w")
-        if os.path.lexists(path) and not overwrite:  # appeared while writing
-            raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.remove(temporary)
+        _remove_orphans(folder, name)
+    except OSError:
+        pass  # best effort: an unreadable folder fails below with a clear message
+    # HDF5 writes to memory only; disk errors are then ours to handle, never h5py's.
+    data = dt.to_netcdf(engine="h5netcdf")
+    temporary = os.path.join(folder, f".{name}{_TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    handle = None
+    try:
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            _write_all(handle, data)
+            os.fsync(handle)
+        except OSError as error:
+            raise _save_error(path, error) from None
+        finally:
+            del data
+        _publish(temporary, path, overwrite)
+    except BaseException:  # also KeyboardInterrupt: clean up, then re-raise it
+        if handle is not None:
+            _silently(os.close, handle)
+            handle = None
+        _silently(os.unlink, temporary)
         raise
+    finally:
+        if handle is not None:
+            _silently(os.close, handle)
     return path
 
 
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _publish(temporary, path, overwrite):
+    """Give the finished ``temporary`` the name ``path``; ``temporary`` is gone on success."""
+    try:
+        if overwrite:
+            os.replace(temporary, path)
+            return
+        try:
+            os.link(temporary, path)  # exclusive: fails if path exists
+        except FileExistsError:
+            raise FileExistsError(_exists_message(path)) from None
+        except OSError as error:
+            if error.errno not in _NO_HARD_LINKS:
+                raise
+            _publish_without_links(temporary, path)
+            return
+        _silently(os.unlink, temporary)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise _save_error(path, error) from None
+
+
+def _publish_without_links(temporary, path):
+    """``overwrite=False`` on a filesystem without hard links: claim ``path`` with an exclusive
+    create, then rename over the claim. A save killed in between leaves an empty ``path``."""
+    try:
+        claim = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise FileExistsError(_exists_message(path)) from None
+    os.close(claim)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        _silently(os.unlink, path)
+        raise
+
+
+def _write_all(handle, data):
+    """``os.write`` all of ``data`` (a bytes-like object) to the file descriptor ``handle``."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        written = os.write(handle, view[done : done + _CHUNK])
+        if written <= 0:  # pragma: no cover - a regular file never does this
+            raise OSError(errno.EIO, "write made no progress")
+        done += written
+
+
+def _save_error(path, error):
+    """One ``OSError`` (of the errno's subclass) naming the target and the cause."""
+    cause = error.strerror or str(error) or type(error).__name__
+    if error.errno is None:
+        return OSError(f"could not save {path!r}: {cause}")
+    return OSError(error.errno, f"could not save {path!r}: {cause}")
+
+
+def _exists_message(path):
+    return f"{path!r} exists; pass overwrite=True to replace it"
+
+
+def _silently(function, *args):
+    try:
+        function(*args)
+    except OSError:
+        pass
+
+
+def remove_orphans(folder):
+    """Remove the temporary files that killed :func:`save` calls left in ``folder``.
+
+    A temporary file ``.<name>.pgm-rl-<pid>-<random>.tmp`` is an orphan when the process
+    ``<pid>`` is not alive on this machine and no process holds the file's lock. Files of saves
+    still running (here, or on another machine sharing the folder and holding the lock) are kept.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+
+    Returns
+    -------
+    list of str
+        The paths removed.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"folder {folder!r} does not exist or is not a folder")
+    return _remove_orphans(folder, None)
+
+
+def _remove_orphans(folder, name):
+    removed = []
+    for entry in os.listdir(folder):
+        match = _TEMP.match(entry)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        if _alive(int(match["pid"])):
+            continue
+        candidate = os.path.join(folder, entry)
+        if _locked(candidate):
+            continue
+        try:
+            os.unlink(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue
+        removed.append(candidate)
+    return removed
+
+
+def _alive(pid):
+    """Whether a process ``pid`` exists on this machine (our own pid counts as alive)."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _locked(candidate):
+    """Whether some process holds the ``flock`` of ``candidate`` (True when unsure)."""
+    if fcntl is None:
+        return False
+    try:
+        handle = os.open(candidate, os.O_RDONLY)
+    except FileNotFoundError:
+        return True  # gone already: nothing to remove
+    except OSError:
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(handle)  # also releases our lock
+    return False
 
 
 def load(path):

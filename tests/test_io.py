@@ -1,6 +1,11 @@
 """pgm_rl.io: netCDF round trip, overwrite refusal, atomic writes."""
 
+import errno
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -31,7 +36,9 @@ def test_round_trip_preserves_values_dims_coords_and_attrs(tree, tmp_path):
     loaded = io.load(path)
     xr.testing.assert_identical(loaded, tree)
     assert loaded["posterior"]["states"].dims == ("chain", "draw", "step")
-    np.testing.assert_array_equal(loaded["posterior"]["step"].values, np.arange(5))
+    np.testing.assert_array_equal(
+        loaded["posterior"]["step"].values, tree["posterior"]["step"].values
+    )
     assert loaded.attrs["horizon"] == 4 and loaded.attrs["beta"] == 0.7
     # fully in memory and the file closed: it can be removed and the data still read
     os.remove(path)
@@ -49,41 +56,167 @@ def test_refuses_existing_path_and_keeps_its_bytes(tree, tmp_path):
     xr.testing.assert_identical(io.load(path), tree)
 
 
-def _failing_to_netcdf(self, filepath, *args, **kwargs):
-    with open(filepath, "wb") as handle:
-        handle.write(b"partial netcdf")
-    raise OSError("disk full (simulated)")
+class _FaultyDisk:
+    """Make ``os.write`` to save's temporary files fail after ``budget`` bytes, like a full disk.
+
+    The first bytes really reach the file (a partial temporary file exists), then every write
+    raises ``error``. Writes to other files are untouched.
+    """
+
+    def __init__(self, monkeypatch, budget=1000, error=None):
+        self.budget = budget
+        self.error = (
+            error if error is not None else OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        )
+        self.temporaries = {}  # fd -> path
+        self.real_open, self.real_write = os.open, os.write
+        monkeypatch.setattr(os, "open", self.open)
+        monkeypatch.setattr(os, "write", self.write)
+
+    def open(self, path, flags, *args, **kwargs):
+        fd = self.real_open(path, flags, *args, **kwargs)
+        if ".pgm-rl-" in os.fspath(path):
+            self.temporaries[fd] = os.fspath(path)
+        return fd
+
+    def write(self, fd, data):
+        if fd not in self.temporaries:
+            return self.real_write(fd, data)
+        if self.budget <= 0:
+            raise self.error
+        written = self.real_write(fd, bytes(data[: self.budget]))
+        self.budget -= written
+        return written
 
 
-def test_interrupted_save_leaves_no_file(tree, tmp_path, monkeypatch):
-    monkeypatch.setattr(xr.DataTree, "to_netcdf", _failing_to_netcdf)
+def test_full_disk_raises_one_oserror_naming_the_target_and_leaves_nothing(
+    tree, tmp_path, monkeypatch
+):
+    disk = _FaultyDisk(monkeypatch)
     path = tmp_path / "run.nc"
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(OSError) as info:
         io.save(tree, path)
+    assert info.value.errno == errno.ENOSPC
+    assert str(path) in str(info.value) and "No space left on device" in str(info.value)
+    assert ".tmp" not in str(info.value)  # names the target, not a hidden temporary file
+    assert (
+        info.value.__cause__ is None and info.value.__suppress_context__
+    )  # one error, not a chain
+    assert len(disk.temporaries) == 1 and disk.budget == 0  # it did write part of a temporary
     assert _files(tmp_path) == []
 
 
-def test_interrupted_overwrite_keeps_the_old_file(tree, tmp_path, monkeypatch):
+def test_full_disk_during_overwrite_keeps_the_old_file(tree, tmp_path, monkeypatch):
     path = tmp_path / "run.nc"
     io.save(tree, path)
     before = path.read_bytes()
-    monkeypatch.setattr(xr.DataTree, "to_netcdf", _failing_to_netcdf)
-    with pytest.raises(OSError, match="simulated"):
+    _FaultyDisk(monkeypatch, budget=len(before) // 2)
+    with pytest.raises(OSError, match="No space left on device"):
         io.save(tree, path, overwrite=True)
     assert path.read_bytes() == before
     assert _files(tmp_path) == ["run.nc"]
 
 
-def test_interrupt_by_keyboard_also_cleans_up(tree, tmp_path, monkeypatch):
-    def interrupted(self, filepath, *args, **kwargs):
-        with open(filepath, "wb") as handle:
-            handle.write(b"partial")
-        raise KeyboardInterrupt
+def test_failed_flush_to_disk_is_reported_and_cleaned_up(tree, tmp_path, monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(xr.DataTree, "to_netcdf", interrupted)
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "run.nc"
+    with pytest.raises(OSError, match=r"could not save .*run\.nc.*: Input/output error") as info:
+        io.save(tree, path)
+    assert info.value.errno == errno.EIO
+    assert _files(tmp_path) == []
+
+
+def test_keyboard_interrupt_during_the_write_is_reraised_after_clean_up(
+    tree, tmp_path, monkeypatch
+):
+    _FaultyDisk(monkeypatch, error=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         io.save(tree, tmp_path / "run.nc")
     assert _files(tmp_path) == []
+
+
+def test_keyboard_interrupt_while_publishing_is_reraised_after_clean_up(
+    tree, tmp_path, monkeypatch
+):
+    def link(source, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(KeyboardInterrupt):
+        io.save(tree, tmp_path / "run.nc")
+    assert _files(tmp_path) == []
+
+
+def test_serialisation_errors_pass_through_and_create_no_file(tree, tmp_path, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise ValueError("cannot serialise (simulated)")
+
+    monkeypatch.setattr(xr.DataTree, "to_netcdf", broken)
+    with pytest.raises(ValueError, match="simulated"):
+        io.save(tree, tmp_path / "run.nc")
+    assert _files(tmp_path) == []
+
+
+TMPFS_SCRIPT = """
+import gc, importlib.util, os, sys
+import numpy as np
+import xarray as xr
+spec = importlib.util.spec_from_file_location("pgm_rl_io", sys.argv[2])
+io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io)
+folder = sys.argv[1]
+target = os.path.join(folder, "run.nc")
+# groups and ~500 kB (> 64 KiB): h5py fails in close(), which used to segfault at gc.collect()
+rng = np.random.default_rng(0)
+names = ("actions", "states", "rewards")
+posterior = xr.Dataset({n: (("chain", "draw", "time"), rng.integers(0, 5, (4, 1000, 20))) for n in names})
+exact = xr.Dataset({"policy": (("time", "s", "a"), rng.random((20, 18, 5)))}, attrs={"log_z": 1.0})
+dt = xr.DataTree.from_dict({"/": xr.Dataset(attrs={"horizon": 20}), "posterior": posterior, "exact": exact})
+try:
+    io.save(dt, target)
+except OSError as error:
+    print("OSError", error.errno, str(error))
+else:
+    print("saved")
+gc.collect()
+print("left", sorted(os.listdir(folder)))
+print("alive")
+"""
+
+
+def test_real_full_tmpfs_raises_and_the_process_lives_on(tmp_path):
+    """A 64 KiB tmpfs in a private mount namespace (needs root and ``unshare``; else skipped)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs Linux and unshare")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    command = (
+        f"mount -t tmpfs -o size=64k pgm-rl-test {shlex.quote(str(folder))} || exit 77; "
+        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(TMPFS_SCRIPT)} "
+        f"{shlex.quote(str(folder))} {shlex.quote(io.__file__)}"
+    )
+    result = subprocess.run(
+        [unshare, "--mount", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode == 77 or (result.returncode != 0 and "unshare:" in result.stderr):
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, (
+        f"exit {result.returncode} (negative: killed by a signal)\n{result.stderr[-2000:]}"
+    )
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "alive"
+    assert lines[-2] == "left []"  # no temporary file keeps the disk full
+    assert lines[0].startswith(f"OSError {errno.ENOSPC} [Errno {errno.ENOSPC}] could not save ")
+    assert os.path.join(str(folder), "run.nc") in lines[0] and "No space left on device" in lines[0]
+    assert result.stderr.strip() == ""  # no h5py tracebacks
 
 
 def test_bad_arguments(tree, tmp_path):
