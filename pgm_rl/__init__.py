@@ -1,14 +1,30 @@
 """pgm_rl: control as inference (planning and RL as probabilistic inference) with NumPyro and ArviZ.
 
-Pictures live in ``pgm_rl.plots`` (imported on its own: it loads matplotlib).
+The public names below are imported lazily, on first use (``pgm_rl.solve``, ``from pgm_rl
+import GridWorld``), so ``import pgm_rl`` and ``import pgm_rl.exact`` do not load ArviZ and
+``pgm-rl --help`` answers at once. Pictures live in ``pgm_rl.plots`` (it loads matplotlib).
 """
 
-from pgm_rl import diagnostics, exact, io, kernels, smc
-from pgm_rl.dynamics import rollout
-from pgm_rl.envs import ACTION_NAMES, GridWorld, TabularMDP
-from pgm_rl.exact import ExactPosterior, solve
-from pgm_rl.model import trajectory_model
-from pgm_rl.smc import SMCResult, run_smc
+import importlib
+
+# Public name -> the module that defines it (a submodule of its own when the two are equal).
+_EXPORTS = {
+    "ACTION_NAMES": "pgm_rl.envs",
+    "ExactPosterior": "pgm_rl.exact",
+    "GridWorld": "pgm_rl.envs",
+    "SMCResult": "pgm_rl.smc",
+    "TabularMDP": "pgm_rl.envs",
+    "compare": "pgm_rl.compare",
+    "diagnostics": "pgm_rl.diagnostics",
+    "exact": "pgm_rl.exact",
+    "io": "pgm_rl.io",
+    "kernels": "pgm_rl.kernels",
+    "rollout": "pgm_rl.dynamics",
+    "run_smc": "pgm_rl.smc",
+    "smc": "pgm_rl.smc",
+    "solve": "pgm_rl.exact",
+    "trajectory_model": "pgm_rl.model",
+}
 
 __all__ = [
     "ACTION_NAMES",
@@ -16,6 +32,7 @@ __all__ = [
     "GridWorld",
     "SMCResult",
     "TabularMDP",
+    "compare",
     "diagnostics",
     "exact",
     "io",
@@ -26,3 +43,18 @@ __all__ = [
     "solve",
     "trajectory_model",
 ]
+
+
+def __getattr__(name):
+    """Import the module behind a public name on first use and cache the name here."""
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'pgm_rl' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"pgm_rl.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

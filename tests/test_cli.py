@@ -1,108 +1,214 @@
-"""The pgm-rl command, run as a subprocess: help, each subcommand on a tiny problem, bad arguments."""
+"""The pgm-rl command.
+
+In-process (``cli.main(argv)`` with ``capsys``): help, version, each subcommand on a tiny
+problem, exit codes (0 done, 1 ``--strict`` with problems, 2 bad input in one line), outputs
+refused before any work. In a subprocess only what needs a fresh interpreter or a signal:
+``--help`` and ``import pgm_rl.exact`` load no JAX/ArviZ, and Ctrl-C during ``sample``.
+"""
 
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
+
+from pgm_rl import cli
+from pgm_rl.kernels.registry import KERNELS
 
 COMMANDS = ("exact", "sample", "compare", "report", "smc")
 TINY = ["--horizon", "3", "--beta", "0.5"]
 RUN = ["--chains", "2", "--warmup", "20", "--samples", "40"]
 
 
-def pgm_rl(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "pgm_rl.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-        timeout=300,
-    )
+def run(capsys, *argv):
+    """``(exit code, stdout, stderr)`` of ``pgm-rl argv`` run in this process."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exit_:  # argparse: --help, --version, usage errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def assert_usage_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def assert_one_line_error(result, *words):
+    code, _, err = result
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
     for word in words:
         assert word in lines[0]
 
 
 @pytest.fixture
 def tiny_grid(tmp_path):
+    """2x3 cells: start (0, 0), a -5 trap at (1, 1), the +4 goal at (1, 2)."""
     path = tmp_path / "grid.csv"
     path.write_text("0,-1,-1\n-1,-5,4\n")
     return str(path)
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
-def test_help(command):
-    result = pgm_rl(*([command] if command else []), "--help")
-    assert result.returncode == 0
-    assert "usage: pgm-rl" in result.stdout
+def test_help_of_every_command(capsys, command):
+    code, out, _ = run(capsys, *([command] if command else []), "--help")
+    assert code == 0
+    assert out.startswith("usage: pgm-rl")
+    if command is None:
+        assert all(name in out for name in COMMANDS)
     if command in ("exact", "sample", "compare", "smc"):
-        assert "--horizon" in result.stdout and "--beta" in result.stdout
+        assert "--horizon" in out and "--beta" in out
+    if command in ("sample", "compare"):  # the kernel list comes from the registry
+        for name, record in KERNELS.items():
+            assert name in out and record.summary in out
+        assert "--strict" in out
 
 
-def test_exact_notebook_scale():
-    result = pgm_rl("exact", "--horizon", "100", "--beta", "100")
-    assert result.returncode == 0, result.stderr
-    assert "log Z            = 90997237.9" in result.stdout
-    assert "(0, 5)  p = 1" in result.stdout
-    assert "right, up x5, right x4" in result.stdout  # 10 moves to the goal, then it stays
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert out.startswith("pgm-rl ") and out.split()[1][0].isdigit()
 
 
-def test_exact_on_a_grid_file(tiny_grid):
-    result = pgm_rl("exact", "--grid", tiny_grid, "--start", "0,0", *TINY)
-    assert result.returncode == 0, result.stderr
-    assert "grid 2x3, start (0, 0)" in result.stdout
-    # the MAP path heads for the +4 cell at (1, 2) avoiding the -5 cell: right, down, stay/wall
-    assert "cells:   (0,0), (0,1), (1,1)" not in result.stdout
-    assert "(1,2)" in result.stdout
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ([], ["COMMAND"]),
+        (["sample", "--kernel", "nope", *TINY], ["--kernel", "nope", "action-gibbs"]),
+        (["sample", "--kernel", "trajectory-mh", *TINY, "--samples", "-5"], ["--samples", "-5"]),
+        (["exact", "--horizon", "0", "--beta", "1"], ["--horizon"]),
+        (["exact", "--horizon", "3", "--beta", "nan"], ["--beta"]),
+        (["exact", *TINY, "--start", "1;2"], ["--start", "ROW,COL"]),
+        (["exact", *TINY, "--grid", "/no/such/grid.csv"], ["grid file", "/no/such/grid.csv"]),
+        (["exact", *TINY, "--start", "9,9"], ["start", "outside"]),
+        (["compare", *TINY, "--kernels", "trajectory-mh,bogus"], ["--kernels", "bogus"]),
+        (["compare", *TINY, "--kernels", "suffix-mh,suffix-mh"], ["--kernels", "twice"]),
+        (["compare", *TINY, "--kernels", ","], ["--kernels"]),
+        (["report", "/no/such/run.nc"], ["/no/such/run.nc"]),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(capsys, args, words):
+    assert_one_line_error(run(capsys, *args), *words)
 
 
-def test_sample_then_report(tiny_grid, tmp_path):
-    out = tmp_path / "run.nc"
-    result = pgm_rl(
-        "sample",
-        "--kernel",
-        "trajectory-mh",
-        "--grid",
-        tiny_grid,
-        *TINY,
-        *RUN,
-        "--out",
-        str(out),
-        "--plots",
-        str(tmp_path / "pics"),
+def test_unreadable_grid_file(capsys, tmp_path):
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    assert_one_line_error(run(capsys, "exact", *TINY, "--grid", str(binary)), "grid file")
+
+
+def test_report_refuses_a_file_that_is_not_a_run(capsys, tmp_path):
+    path = tmp_path / "junk.nc"
+    path.write_bytes(b"not netcdf")
+    assert_one_line_error(run(capsys, "report", str(path)), "pgm-rl report: error")
+
+
+def test_exact_at_the_notebooks_setting(capsys):
+    code, out, err = run(capsys, "exact", "--horizon", "100", "--beta", "100")
+    assert code == 0, err
+    assert "log Z            = 90997237.9" in out
+    assert "(0, 5)  p = 1" in out
+    assert "right, up x5, right x4" in out  # 10 moves to the goal, then it stays
+    assert "P(these cells) = 1" in out  # every action sequence of the MAP path, summed
+
+
+def test_exact_on_a_grid_file(capsys, tiny_grid):
+    code, out, err = run(capsys, "exact", "--grid", tiny_grid, "--start", "0,0", *TINY)
+    assert code == 0, err
+    assert "grid 2x3, start (0, 0)" in out
+    # the MAP path heads for the +4 cell at (1, 2) avoiding the -5 cell at (1, 1)
+    assert "(1,1)" not in out.split("cells:")[1]
+    assert "(1,2)" in out.split("cells:")[1]
+
+
+def test_sample_saves_and_report_reopens(capsys, tiny_grid, tmp_path):
+    """--strict exits 1 exactly when diagnostics.problems printed a warning line."""
+    out_file, pics = tmp_path / "run.nc", tmp_path / "pics"
+    sample = ["sample", "--kernel", "trajectory-mh", "--grid", tiny_grid, *TINY, *RUN]
+    code, out, err = run(
+        capsys, *sample, "--no-progress", "--strict", "--out", str(out_file), "--plots", str(pics)
     )
-    assert result.returncode == 0, result.stderr
-    assert "r_hat" in result.stdout and "vs exact: mean TV" in result.stdout
-    assert out.stat().st_size > 0
-    assert sorted(os.listdir(tmp_path / "pics")) == [
-        "occupancy.png",
-        "rank.png",
-        "trace.png",
-        "trajectories.png",
-    ]
-    before = out.read_bytes()
-    again = pgm_rl(
-        "sample", "--kernel", "trajectory-mh", "--grid", tiny_grid, *TINY, *RUN, "--out", str(out)
-    )
-    assert_usage_error(again, "exists", "--overwrite")
-    assert out.read_bytes() == before
-    report = pgm_rl("report", str(out), "--plots", str(tmp_path / "again"))
-    assert report.returncode == 0, report.stderr
-    assert "trajectory-mh: T=3, beta=0.5, 2 chains x 40 draws" in report.stdout
-    assert "vs exact: mean TV" in report.stdout
-    assert len(os.listdir(tmp_path / "again")) == 4
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert code == (1 if warnings else 0), err
+    assert "r_hat" in out and "vs exact: mean TV" in out
+    assert "worst R-hat (return and state-occupancy indicators):" in out
+    assert f"saved {out_file}" in out
+    assert sorted(os.listdir(pics)) == sorted(cli.PLOT_FILES)
+
+    code, out, err = run(capsys, "report", str(out_file), "--plots", str(tmp_path / "again"))
+    assert code == 0, err
+    assert "trajectory-mh: T=3, beta=0.5, 2 chains x 40 draws" in out
+    assert "vs exact: mean TV" in out
+    assert len(os.listdir(tmp_path / "again")) == len(cli.PLOT_FILES)
 
 
-def test_compare(tiny_grid, tmp_path):
-    result = pgm_rl(
+@pytest.mark.parametrize("command", ["sample", "compare", "report"])
+def test_existing_outputs_are_refused_before_any_work(
+    capsys, tiny_grid, tmp_path, monkeypatch, command
+):
+    """The saved file and pictures stay byte-for-byte; nothing is solved or sampled."""
+    import pgm_rl.exact
+    import pgm_rl.io
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(pgm_rl.exact, "solve", no_work)
+    monkeypatch.setattr(pgm_rl.io, "load", no_work)
+    saved = tmp_path / "run.nc"
+    saved.write_bytes(b"a run the user saved")
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    picture = pics / ("tv.png" if command == "compare" else "rank.png")
+    picture.write_bytes(b"a picture")
+    args = {
+        "sample": [
+            "sample",
+            "--kernel",
+            "trajectory-mh",
+            "--grid",
+            tiny_grid,
+            *TINY,
+            "--plots",
+            str(pics),
+        ],
+        "compare": [
+            "compare",
+            "--kernels",
+            "trajectory-mh",
+            "--grid",
+            tiny_grid,
+            *TINY,
+            "--plots",
+            str(pics),
+        ],
+        "report": ["report", str(saved), "--plots", str(pics)],
+    }[command]
+    assert_one_line_error(run(capsys, *args), "exists", "--overwrite", str(picture))
+    assert picture.read_bytes() == b"a picture"
+    if command == "sample":
+        result = run(capsys, *args[:-2], "--out", str(saved))
+        assert_one_line_error(result, "exists", "--overwrite", str(saved))
+        assert saved.read_bytes() == b"a run the user saved"
+        result = run(capsys, *args[:-2], "--plots", str(saved))
+        assert_one_line_error(result, "--plots", "not a folder")
+
+
+def test_compare_tabulates_and_strict_flags_a_kernel(capsys, tiny_grid, tmp_path, monkeypatch):
+    """The table lists the kernels then exact iid; problems are printed per kernel (exact iid,
+    the reference, is not judged) and --strict exits 1."""
+    import pgm_rl.diagnostics
+
+    def problems(dt, comparison=None):
+        return ["disagrees with the exact posterior: mean TV 0.5 > threshold 0.1"] * (
+            dt.attrs["kernel"] == "stepwise-mh"
+        )
+
+    monkeypatch.setattr(pgm_rl.diagnostics, "problems", problems)
+    code, out, err = run(
+        capsys,
         "compare",
         "--kernels",
         "trajectory-mh,stepwise-mh",
@@ -112,44 +218,106 @@ def test_compare(tiny_grid, tmp_path):
         *RUN,
         "--plots",
         str(tmp_path),
+        "--strict",
+    )
+    assert code == 1, err
+    table = out[out.index("kernel ") :].splitlines()
+    assert [line.split()[0] for line in table[2:5]] == ["trajectory-mh", "stepwise-mh", "exact"]
+    assert "warning: stepwise-mh: disagrees with the exact posterior" in out
+    assert "warning: trajectory-mh" not in out
+    assert {"tv.png", "occupancy_trajectory-mh.png", "occupancy_exact_iid.png"} <= set(
+        os.listdir(tmp_path)
+    )
+
+
+def test_smc_pools_runs_and_warns_when_saturated(capsys, monkeypatch):
+    import pgm_rl.smc
+
+    code, out, err = run(capsys, "smc", *TINY, "--particles", "200", "--runs", "2")
+    assert code == 0, err
+    assert "exact log Z" in out and out.count("\nrun ") == 2
+    assert "pooled over runs (log-mean-exp" in out
+    assert "warning" not in out  # 200 particles at T = 3 keep many ancestors
+
+    # a run whose standard error is not to be trusted (SMCResult.saturated)
+    run_smc = pgm_rl.smc.run_smc
+
+    class Saturated:
+        saturated = True
+
+        def __init__(self, result):
+            self.result = result
+
+        def __getattr__(self, name):
+            return getattr(self.result, name)
+
+    monkeypatch.setattr(pgm_rl.smc, "run_smc", lambda *a, **k: Saturated(run_smc(*a, **k)))
+    code, out, err = run(capsys, "smc", *TINY, "--particles", "200", "--runs", "1")
+    assert code == 0, err
+    assert "warning: run 0: the genealogy has saturated" in out
+    assert "--particles" in out and "Warning" not in err
+
+
+# ----------------------------------------------------------------------------- subprocesses
+
+HEAVY = ("jax", "jaxlib", "numpyro", "arviz_base", "arviz_stats", "arviz_plots", "matplotlib")
+
+
+def test_help_and_import_pgm_rl_exact_load_no_heavy_modules():
+    """``pgm-rl --help`` imports none of JAX, NumPyro, ArviZ (so it answers at once), and
+    ``import pgm_rl.exact`` imports no ArviZ: checked in a fresh interpreter."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        HEAVY = {HEAVY!r}
+
+        def loaded(prefixes):
+            return sorted({{m.split(".")[0] for m in sys.modules}} & set(prefixes))
+
+        import pgm_rl, pgm_rl.cli
+        try:
+            pgm_rl.cli.main(["--help"])
+        except SystemExit:
+            pass
+        print("help:", loaded(HEAVY))
+        import pgm_rl.exact
+        print("exact:", loaded([m for m in HEAVY if m.startswith("arviz")]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    table = result.stdout[result.stdout.index("kernel ") :].splitlines()
-    assert [line.split()[0] for line in table[2:5]] == ["trajectory-mh", "stepwise-mh", "exact"]
-    assert "tv.png" in os.listdir(tmp_path)
+    assert "help: []" in result.stdout
+    assert "exact: []" in result.stdout
 
 
-def test_smc():
-    pytest.importorskip("pgm_rl.smc")
-    result = pgm_rl("smc", *TINY, "--particles", "200", "--runs", "2")
-    assert result.returncode == 0, result.stderr
-    assert "exact log Z" in result.stdout and result.stdout.count("run ") == 2
-
-
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (["sample", "--kernel", "nope", *TINY], ["--kernel", "nope"]),
-        (["sample", "--kernel", "trajectory-mh", *TINY, "--samples", "-5"], ["--samples", "-5"]),
-        (["exact", "--horizon", "0", "--beta", "1"], ["--horizon"]),
-        (["exact", "--horizon", "3", "--beta", "nan"], ["--beta"]),
-        (["exact", *TINY, "--grid", "/no/such/grid.csv"], ["grid file", "/no/such/grid.csv"]),
-        (["exact", *TINY, "--start", "9,9"], ["start", "outside"]),
-        (["compare", *TINY, "--kernels", "trajectory-mh,bogus"], ["--kernels"]),
-        (["report", "/no/such/run.nc"], ["/no/such/run.nc"]),
-    ],
+# pgm-rl's entry point, with Python's Ctrl-C handler installed even where the shell started
+# this test with SIGINT ignored (background jobs), which Python would otherwise keep.
+SIGINT_CHILD = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from pgm_rl.cli import main; sys.exit(main(sys.argv[1:]))"
 )
-def test_bad_arguments(args, words):
-    assert_usage_error(pgm_rl(*args), *words)
 
 
-def test_unreadable_grid_file(tmp_path):
-    binary = tmp_path / "binary.csv"
-    binary.write_bytes(b"\xff\xfe\x00\x01")
-    assert_usage_error(pgm_rl("exact", *TINY, "--grid", str(binary)), "grid file")
-
-
-def test_report_refuses_a_non_run(tmp_path):
-    path = tmp_path / "junk.nc"
-    path.write_bytes(b"not netcdf")
-    assert_usage_error(pgm_rl("report", str(path)), "pgm-rl report: error")
+def test_ctrl_c_during_sample_prints_one_line_and_exits_130(tiny_grid):
+    """SIGINT while ``pgm-rl sample`` runs: exit 130, one line, no traceback."""
+    sample = ["sample", "--kernel", "trajectory-mh", "--grid", tiny_grid, *TINY]
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_CHILD, *sample, "--warmup", "0", "--samples", "200000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()  # printed just before sampling starts
+        assert first.startswith("trajectory-mh: grid 2x3"), first + process.stderr.read()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert err.count("interrupted") == 1
+    assert err.strip().splitlines()[-1] == "pgm-rl sample: interrupted"
