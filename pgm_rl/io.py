@@ -101,8 +101,7 @@ def save(dt, path, overwrite=False):
     try:
         try:
             handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+            _lock(handle)
             _write_all(handle, data)
             os.fsync(handle)
         except OSError as error:
@@ -159,6 +158,16 @@ def _publish_without_links(temporary, path):
         raise
 
 
+def _lock(handle):
+    """Hold an exclusive ``flock`` on the open temporary file: "a save is writing this"."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # a filesystem without locks: the pid in the name still protects the file
+
+
 def _write_all(handle, data):
     """``os.write`` all of ``data`` (a bytes-like object) to the file descriptor ``handle``."""
     view = memoryview(data).cast("B")
@@ -173,9 +182,13 @@ def _write_all(handle, data):
 def _save_error(path, error):
     """One ``OSError`` (of the errno's subclass) naming the target and the cause."""
     cause = error.strerror or str(error) or type(error).__name__
+    message = f"could not save {path!r}: {cause}"
     if error.errno is None:
-        return OSError(f"could not save {path!r}: {cause}")
-    return OSError(error.errno, f"could not save {path!r}: {cause}")
+        return OSError(message)
+    kind = type(OSError(error.errno, cause))  # e.g. PermissionError for EACCES
+    result = kind(message)
+    result.errno = error.errno  # strerror stays None: str() is the message, no "[Errno N]"
+    return result
 
 
 def _exists_message(path):
@@ -224,9 +237,7 @@ def _remove_orphans(folder, name):
             continue
         try:
             os.unlink(candidate)
-        except FileNotFoundError:
-            continue
-        except OSError:
+        except OSError:  # gone already, or not ours to remove
             continue
         removed.append(candidate)
     return removed

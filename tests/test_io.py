@@ -1,7 +1,10 @@
 """pgm_rl.io: netCDF round trip, overwrite refusal, atomic writes."""
 
 import errno
+import fcntl
+import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -214,7 +217,7 @@ def test_real_full_tmpfs_raises_and_the_process_lives_on(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == "alive"
     assert lines[-2] == "left []"  # no temporary file keeps the disk full
-    assert lines[0].startswith(f"OSError {errno.ENOSPC} [Errno {errno.ENOSPC}] could not save ")
+    assert lines[0].startswith(f"OSError {errno.ENOSPC} could not save ")
     assert os.path.join(str(folder), "run.nc") in lines[0] and "No space left on device" in lines[0]
     assert result.stderr.strip() == ""  # no h5py tracebacks
 
@@ -238,3 +241,207 @@ def test_load_refuses_a_file_that_is_not_netcdf(tmp_path):
     path.write_text("not a netCDF file")
     with pytest.raises(ValueError, match=r"garbage\.nc.*not a readable netCDF-4 file"):
         io.load(path)
+
+
+RACE_SCRIPT = """
+import importlib.util, json, multiprocessing, os, random, sys, time
+import numpy as np
+import xarray as xr
+spec = importlib.util.spec_from_file_location("pgm_rl_io", sys.argv[2])
+io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io)
+folder, rounds = sys.argv[1], int(sys.argv[3])
+dt = xr.DataTree(xr.Dataset({"x": ("n", np.arange(20_000, dtype=float))}))
+# scheduling jitter before a file gets its name widens any check-then-rename window
+for name in ("link", "replace", "rename"):
+    real = getattr(os, name)
+    def delayed(*args, _real=real, **kwargs):
+        time.sleep(random.random() * 0.01)
+        return _real(*args, **kwargs)
+    setattr(os, name, delayed)
+
+def racer(barrier, path, queue, tag):
+    random.seed(os.getpid())
+    barrier.wait(timeout=30)
+    dt.x.attrs["writer"] = tag
+    try:
+        io.save(dt, path)
+        queue.put((tag, "ok"))
+    except FileExistsError:
+        queue.put((tag, "exists"))
+    except BaseException as error:
+        queue.put((tag, repr(error)))
+
+context = multiprocessing.get_context("fork")
+outcomes = []
+for index in range(rounds):
+    path = os.path.join(folder, f"run{index}.nc")
+    barrier, queue = context.Barrier(2), context.Queue()
+    writers = [context.Process(target=racer, args=(barrier, path, queue, tag)) for tag in (0, 1)]
+    for writer in writers:
+        writer.start()
+    results = sorted(queue.get(timeout=60) for _ in writers)
+    for writer in writers:
+        writer.join(timeout=60)
+    winners = [tag for tag, outcome in results if outcome == "ok"]
+    kept = int(xr.open_dataset(path, engine="h5netcdf").x.attrs["writer"]) if winners else None
+    outcomes.append({"results": results, "winners": winners, "kept": kept})
+print(json.dumps(outcomes))
+"""
+
+
+def test_racing_writers_exactly_one_wins(tmp_path):
+    """Two forked processes save to the same new path at once, 20 rounds: always one winner."""
+    result = subprocess.run(
+        [sys.executable, "-c", RACE_SCRIPT, str(tmp_path), io.__file__, "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(outcomes) == 20
+    for index, outcome in enumerate(outcomes):
+        outcomes_text = f"round {index}: {outcome['results']}"
+        assert len(outcome["winners"]) == 1, outcomes_text
+        assert sorted(text for _, text in outcome["results"]) == ["exists", "ok"], outcomes_text
+        assert outcome["kept"] == outcome["winners"][0], outcomes_text  # the winner's file stays
+    assert sorted(_files(tmp_path)) == sorted(f"run{index}.nc" for index in range(20))
+
+
+def test_a_file_that_appears_during_the_save_is_never_replaced(tree, tmp_path, monkeypatch):
+    """The deterministic form of the race: another writer creates ``path`` mid-save."""
+    path = tmp_path / "run.nc"
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        real_fsync(fd)
+        path.write_bytes(b"the other writer's file")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(FileExistsError, match=r"run\.nc.*exists"):
+        io.save(tree, path)
+    assert path.read_bytes() == b"the other writer's file"
+    assert _files(tmp_path) == ["run.nc"]
+    # with overwrite=True the save replaces it
+    io.save(tree, path, overwrite=True)
+    xr.testing.assert_identical(io.load(path), tree)
+    assert _files(tmp_path) == ["run.nc"]
+
+
+def test_without_hard_links_the_save_still_refuses_a_file_that_appeared(
+    tree, tmp_path, monkeypatch
+):
+    def link(source, target):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", link)
+    path = tmp_path / "run.nc"
+    io.save(tree, path)
+    xr.testing.assert_identical(io.load(path), tree)
+    assert _files(tmp_path) == ["run.nc"]
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        real_fsync(fd)
+        (tmp_path / "new.nc").write_bytes(b"other")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(FileExistsError, match=r"new\.nc"):
+        io.save(tree, tmp_path / "new.nc")
+    assert (tmp_path / "new.nc").read_bytes() == b"other"
+    assert _files(tmp_path) == ["new.nc", "run.nc"]
+
+
+def test_temporary_file_is_named_for_its_target_and_process_and_locked(tree, tmp_path, monkeypatch):
+    seen = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        seen.extend(_files(tmp_path))
+        probe = os.open(tmp_path / seen[0], os.O_RDONLY)
+        try:  # the writer holds the file's lock, so no clean-up takes it for an orphan
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(probe)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    io.save(tree, tmp_path / "run.nc")
+    assert len(seen) == 1
+    assert re.fullmatch(rf"\.run\.nc\.pgm-rl-{os.getpid()}-[0-9a-f]+\.tmp", seen[0]), seen
+    assert _files(tmp_path) == ["run.nc"]
+    mode = os.stat(tmp_path / "run.nc").st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # the usual mode of a new file
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_orphans_of_dead_saves_are_removed_and_live_ones_kept(tree, tmp_path):
+    dead = _dead_pid()
+    orphan = tmp_path / f".run.nc.pgm-rl-{dead}-0badcafe.tmp"
+    live = tmp_path / f".run.nc.pgm-rl-{os.getpid()}-1234abcd.tmp"  # a save in progress here
+    locked = tmp_path / f".run.nc.pgm-rl-{dead}-5eed5eed.tmp"  # pid unknown here, lock held
+    other_target = tmp_path / f".other.nc.pgm-rl-{dead}-feedbeef.tmp"
+    unrelated = tmp_path / ".run.nc.backup"
+    for file in (orphan, live, locked, other_target, unrelated):
+        file.write_bytes(b"x" * 100)
+    handle = os.open(locked, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        io.save(tree, tmp_path / "run.nc")
+        # the next save to run.nc removed its own orphan only
+        assert _files(tmp_path) == sorted(
+            [live.name, locked.name, other_target.name, unrelated.name, "run.nc"]
+        )
+        assert io.remove_orphans(tmp_path) == [str(other_target)]
+    finally:
+        os.close(handle)
+    assert io.remove_orphans(tmp_path) == [str(locked)]  # its lock is gone now
+    assert _files(tmp_path) == sorted([live.name, unrelated.name, "run.nc"])
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        io.remove_orphans(tmp_path / "nowhere")
+
+
+KILLED_SCRIPT = """
+import importlib.util, os, sys, time
+import numpy as np
+import xarray as xr
+spec = importlib.util.spec_from_file_location("pgm_rl_io", sys.argv[2])
+io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io)
+def fsync(fd):  # the temporary file is written: wait here to be killed
+    print("written", flush=True)
+    time.sleep(60)
+os.fsync = fsync
+io.save(xr.DataTree(xr.Dataset({"x": ("n", np.arange(50_000, dtype=float))})), sys.argv[1])
+"""
+
+
+def test_a_save_killed_outright_leaves_an_orphan_that_the_next_save_removes(tree, tmp_path):
+    path = tmp_path / "run.nc"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SCRIPT, str(path), io.__file__],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "written", child.stderr.read()
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    orphans = _files(tmp_path)
+    assert len(orphans) == 1 and f".pgm-rl-{child.pid}-" in orphans[0]
+    assert os.path.getsize(tmp_path / orphans[0]) > 100_000
+    io.save(tree, path)
+    assert _files(tmp_path) == ["run.nc"]
+    xr.testing.assert_identical(io.load(path), tree)
