@@ -11,52 +11,15 @@ import jax
 import numpy as np
 import pytest
 from conftest import random_grid, tv_tolerance
+from helpers import enumerate_posterior
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.special import logsumexp
 
 import pgm_rl
 from pgm_rl import GridWorld, TabularMDP, rollout, solve
 from pgm_rl.exact import ExactPosterior, empirical_state_marginals, tv_distance
 
 TOL = 1e-9
-
-
-def enumerate_posterior(env, horizon, beta):
-    """Brute force: weigh all A^T action sequences by prior * exp(beta * return)."""
-    n_actions = env.n_actions
-    actions = np.indices((n_actions,) * horizon).reshape(horizon, -1).T  # (A^T, T)
-    states, rewards = (np.asarray(x) for x in rollout(env, actions))
-    returns = rewards.sum(axis=1)
-    log_w = -horizon * math.log(n_actions) + beta * returns
-    log_z = float(logsumexp(log_w))
-    w = np.exp(log_w - log_z)
-    state_marginals = np.stack(
-        [np.bincount(states[:, t], weights=w, minlength=env.n_states) for t in range(horizon + 1)]
-    )
-    action_marginals = np.stack(
-        [np.bincount(actions[:, t], weights=w, minlength=n_actions) for t in range(horizon)]
-    )
-    # P(s_t = s, a_t = a), for the policy pi_t(a | s) = P(s_t = s, a_t = a) / P(s_t = s)
-    joint = np.stack(
-        [
-            np.bincount(
-                states[:, t] * n_actions + actions[:, t],
-                weights=w,
-                minlength=env.n_states * n_actions,
-            ).reshape(env.n_states, n_actions)
-            for t in range(horizon)
-        ]
-    )
-    return {
-        "actions": actions,
-        "log_z": log_z,
-        "log_prob": log_w - log_z,
-        "state_marginals": state_marginals,
-        "action_marginals": action_marginals,
-        "joint": joint,
-        "expected_return": float(np.sum(w * returns)),
-    }
 
 
 def brute_force_errors(env, horizon, beta):

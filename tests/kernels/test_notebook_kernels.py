@@ -5,12 +5,14 @@ import jax
 import numpy as np
 import pytest
 from conftest import random_grid
+from helpers import expected_tv, occupancy_ess
 from numpyro.infer import MCMC
 
 import pgm_rl
+from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
 from pgm_rl.dynamics import returns_to_go, rollout
-from pgm_rl.exact import empirical_state_marginals, stepwise_target, tv_distance
 from pgm_rl.kernels import ActionGibbs, StepwiseMH, TrajectoryMH
+from pgm_rl.kernels.stepwise_mh import stepwise_target
 
 NUM_CHAINS, NUM_WARMUP, NUM_DRAWS = 4, 500, 2000
 KERNELS = {
@@ -53,17 +55,35 @@ def summarise(mcmc, target):
     return float(tv.mean()), float(arviz_stats.rhat(returns)), float(returns.mean())
 
 
+def tv_bound(mcmc, target):
+    """Twice the mean TV that iid draws as many as the run's effective ones would show."""
+    states = np.asarray(mcmc.get_samples(group_by_chain=True)["states"])
+    ess, _ = occupancy_ess(states, target.mdp.n_states)
+    return 2.0 * expected_tv(target.state_marginals, ess)
+
+
 # High-entropy posteriors on random grids: rewards in [-2, 2], T <= 6, beta = 0.25.
 RANDOM_CASES = [(random_grid(0), 5, 0.25), (random_grid(2, (3, 4)), 6, 0.25)]
 
 
-@pytest.mark.parametrize("name", ["trajectory-mh", "action-gibbs", "action-gibbs-mh"])
-@pytest.mark.parametrize("case", range(len(RANDOM_CASES)))
+@pytest.mark.parametrize(
+    ("name", "case"),
+    [
+        ("action-gibbs-mh", 1),  # the default settings are in tests/kernels/test_registry.py
+        *[
+            pytest.param(name, case, marks=pytest.mark.slow)
+            for name in ("trajectory-mh", "action-gibbs", "action-gibbs-mh")
+            for case in range(len(RANDOM_CASES))
+            if (name, case) != ("action-gibbs-mh", 1)
+        ],
+    ],
+)
 def test_kernel_matches_exact_posterior(name, case):
     env, horizon, beta = RANDOM_CASES[case]
     mcmc = run_mcmc(KERNELS[name](), env, horizon, beta)
-    tv, rhat, _ = summarise(mcmc, pgm_rl.solve(env, horizon, beta))
-    assert tv <= 0.03
+    exact = pgm_rl.solve(env, horizon, beta)
+    tv, rhat, _ = summarise(mcmc, exact)
+    assert tv <= tv_bound(mcmc, exact)
     assert rhat < 1.05
 
 
@@ -72,14 +92,17 @@ def test_stepwise_mh_matches_its_stepwise_target_not_the_posterior():
     target = stepwise_target(env, horizon, beta)
     mcmc = run_mcmc(KERNELS["stepwise-mh"](), env, horizon, beta)
     tv, rhat, mean_return = summarise(mcmc, target)
-    assert tv <= 0.03
+    bound = tv_bound(mcmc, target)
+    assert tv <= bound
     assert rhat < 1.05
-    assert abs(mean_return - target.expected_return) < 0.2
+    returns = np.asarray(mcmc.get_samples(group_by_chain=True)["rewards"]).sum(axis=-1)
+    mcse = float(arviz_stats.mcse(returns, method="mean"))
+    assert abs(mean_return - target.expected_return) < 4 * mcse
     actions = np.asarray(mcmc.get_samples()["actions"])  # (draws, T)
     action_freq = np.stack([np.bincount(a, minlength=env.n_actions) for a in actions.T])
-    assert tv_distance(action_freq / len(actions), target.action_marginals).mean() <= 0.03
-    # The trajectory posterior is elsewhere: the samples miss it by more than the 0.03
-    # the posterior-targeting kernels reach (target vs posterior: 0.149 exactly).
+    assert tv_distance(action_freq / len(actions), target.action_marginals).mean() <= bound
+    # The trajectory posterior is elsewhere: the samples miss it by far more than that bound
+    # (target vs posterior: 0.149 exactly).
     exact = pgm_rl.solve(env, horizon, beta)
     assert tv_distance(target.state_marginals, exact.state_marginals).mean() > 0.1
     assert summarise(mcmc, exact)[0] > 0.1
