@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 
 import pgm_rl  # noqa: E402
 from pgm_rl import io, plots  # noqa: E402
-from pgm_rl.cli import compare_kernels, format_table, main  # noqa: E402
+from pgm_rl.cli import main  # noqa: E402
+from pgm_rl.compare import compare_kernels, format_table  # noqa: E402
 from pgm_rl.kernels.registry import KERNELS  # noqa: E402
 
 INTERESTING = {"horizon": 10, "beta": 0.001, "chains": 4, "warmup": 300, "samples": 1000}
@@ -56,6 +57,14 @@ def run_case(title, folder, names, env, setting, seed=0):
     )
     table = format_table(rows)
     print(table, flush=True)
+    found = [
+        f"{name}: {line}"
+        for name, dt in trees.items()
+        if name != "exact iid"  # the reference the others are judged against
+        for line in pgm_rl.diagnostics.problems(dt, comparisons[name])
+    ]
+    for line in found:
+        print(f"warning: {line}", flush=True)
     pictures = []
 
     def picture(draw, filename):
@@ -68,8 +77,9 @@ def run_case(title, folder, names, env, setting, seed=0):
         io.save(dt, os.path.join(folder, f"{slug}.nc"), overwrite=True)
         picture(lambda path, dt=dt: plots.plot_occupancy(dt, save=path), f"occupancy_{slug}.png")
     picture(lambda path: plots.plot_tv(comparisons, save=path), "tv.png")
-    # Paths, rank and trace plots for the notebook's sampler, the best kernel and exact draws.
-    kernels = [name for name in trees if name != "exact iid"]
+    # Paths, rank and trace plots for the notebook's sampler, the best kernel and exact draws;
+    # the best among the kernels that target the posterior (the registry says which).
+    kernels = [name for name in trees if name in KERNELS and KERNELS[name].targets_posterior]
     best = min(kernels, key=lambda name: float(comparisons[name]["mean_tv"]))
     for name in dict.fromkeys(["trajectory-mh", best, "exact iid"]):
         slug = name.replace(" ", "_")
@@ -88,6 +98,10 @@ def run_case(title, folder, names, env, setting, seed=0):
         "per kernel; exact iid sampling draws as many.",
         "",
         format_table(rows, markdown=True),
+        "",
+        "Problems found (pgm_rl.diagnostics.problems):",
+        "",
+        *([f"- {line}" for line in found] or ["- none"]),
         "",
         f"![TV over time]({os.path.basename(folder)}/tv.png)",
         "",
@@ -146,11 +160,19 @@ def main_demo(argv=None):
         "# pgm_rl demo report",
         "",
         "Columns: wall time of the whole MCMC run (JIT compilation included); ESS/s = bulk ESS "
-        "of the return / wall time; max R-hat over the return and the at-goal indicators; mean "
+        "of the return / wall time; max R-hat over the return, the at-goal indicators and the "
+        "state-occupancy indicators (the worst, named in the problems list when above 1.01); mean "
         "TV = mean over steps 0..T of the total-variation distance between sampled and exact "
         "state marginals (0 = exact, 1 = disjoint); E[return] error = sampled - exact, ± its MCSE. "
         "R-hat is nan where the quantities do not vary within chains (stuck chains, or a "
         "posterior that is a point mass, as at the notebook's setting).",
+        "",
+        "Kernels (pgm_rl.kernels.registry):",
+        "",
+        *(
+            f"- `{name}`: {record.summary}" + (" (NumPyro's own)" if record.builtin else "")
+            for name, record in KERNELS.items()
+        ),
         "",
     ]
     footer = [f"Demo wall time: {seconds:.0f} s.", ""]
