@@ -309,6 +309,8 @@ def _plot_paths(folder):
     """The paths ``plots.write_plots`` may write into ``folder`` (none without --plots)."""
     if folder is None:
         return []
+    from pgm_rl.plots import PLOT_FILES  # (loads matplotlib: only with --plots)
+
     return [os.path.join(folder, name) for name in PLOT_FILES]
 
 
@@ -445,36 +447,10 @@ def _cmd_sample(args):
 
 def _write_plots(dt, folder):
     if folder is not None:
+        from pgm_rl.plots import write_plots
+
         for path in write_plots(dt, folder):
             print(f"wrote {path}")
-
-
-# TODO(issue 9): interim copy until pgm_rl.plots has write_plots and PLOT_FILES; then delete.
-PLOT_FILES = ("occupancy.png", "trajectories.png", "rank.png", "trace.png")
-
-
-def write_plots(dt, folder, exact=None):
-    """Write :data:`PLOT_FILES` for ``dt`` into ``folder`` (grid pictures only for a GridWorld)."""
-    import matplotlib.pyplot as plt
-
-    from pgm_rl import plots
-
-    os.makedirs(folder, exist_ok=True)
-    has_grid = "grid" in dt["constant_data"]
-    jobs = [
-        ("occupancy.png", lambda path: plots.plot_occupancy(dt, exact, save=path), has_grid),
-        ("trajectories.png", lambda path: plots.plot_trajectories(dt, save=path), has_grid),
-        ("rank.png", lambda path: plots.plot_rank(dt, save=path), True),
-        ("trace.png", lambda path: plots.plot_trace(dt, save=path), True),
-    ]
-    written = []
-    for filename, draw, wanted in jobs:
-        if wanted:
-            path = os.path.join(folder, filename)
-            draw(path)
-            plt.close("all")
-            written.append(path)
-    return written
 
 
 def _cmd_compare(args):

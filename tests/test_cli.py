@@ -17,6 +17,7 @@ import pytest
 
 from pgm_rl import cli
 from pgm_rl.kernels.registry import KERNELS
+from pgm_rl.plots import PLOT_FILES
 
 COMMANDS = ("exact", "sample", "compare", "report", "smc")
 TINY = ["--horizon", "3", "--beta", "0.5"]
@@ -135,13 +136,13 @@ def test_sample_saves_and_report_reopens(capsys, tiny_grid, tmp_path):
     assert "r_hat" in out and "vs exact: mean TV" in out
     assert "worst R-hat (return and state-occupancy indicators):" in out
     assert f"saved {out_file}" in out
-    assert sorted(os.listdir(pics)) == sorted(cli.PLOT_FILES)
+    assert sorted(os.listdir(pics)) == sorted(PLOT_FILES)
 
     code, out, err = run(capsys, "report", str(out_file), "--plots", str(tmp_path / "again"))
     assert code == 0, err
     assert "trajectory-mh: T=3, beta=0.5, 2 chains x 40 draws" in out
     assert "vs exact: mean TV" in out
-    assert len(os.listdir(tmp_path / "again")) == len(cli.PLOT_FILES)
+    assert len(os.listdir(tmp_path / "again")) == len(PLOT_FILES)
 
 
 @pytest.mark.parametrize("command", ["sample", "compare", "report"])
