@@ -27,10 +27,8 @@ from pgm_rl.model import check_env
 
 __all__ = [
     "ExactPosterior",
-    "empirical_state_marginals",
     "most_probable_path",
     "solve",
-    "tv_distance",
 ]
 
 
@@ -330,38 +328,6 @@ def _log_prob(log_policy, states, actions):
     """Sum over t of log pi_t(a_t | s_t): states (..., T + 1), actions (..., T) -> (...)."""
     time = jnp.arange(actions.shape[-1])
     return log_policy[time, states[..., :-1], actions].sum(axis=-1)
-
-
-def empirical_state_marginals(states, n_states):
-    """Empirical state marginals of sampled trajectories.
-
-    Parameters
-    ----------
-    states : int array, shape (..., T + 1)
-        Any leading sample dims (e.g. (chains, draws)).
-    n_states : int
-
-    Returns
-    -------
-    array, shape (T + 1, S): the fraction of trajectories in state s at step t.
-    """
-    states = np.asarray(states)
-    if not np.issubdtype(states.dtype, np.integer) or states.ndim == 0:
-        raise TypeError(f"states must be an integer array (..., T + 1), got dtype {states.dtype}")
-    states = states.reshape(-1, states.shape[-1])
-    if states.size and (states.min() < 0 or states.max() >= n_states):
-        raise ValueError(f"states must lie in [0, {n_states}), the state indices")
-    counts = np.zeros((states.shape[1], n_states))
-    np.add.at(counts, (np.arange(states.shape[1])[None, :], states), 1.0)
-    return counts / states.shape[0]
-
-
-def tv_distance(p, q, axis=-1):
-    """Total-variation distance ``0.5 * sum |p - q|`` along ``axis``; p and q of one shape."""
-    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
-    if p.shape != q.shape:
-        raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
-    return 0.5 * np.abs(p - q).sum(axis=axis)
 
 
 jax.tree_util.register_dataclass(

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import pgm_rl
 from pgm_rl import GridWorld, TabularMDP, rollout, solve
-from pgm_rl.exact import ExactPosterior, empirical_state_marginals, tv_distance
+from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
+from pgm_rl.exact import ExactPosterior
 
 TOL = 1e-9
 
@@ -367,14 +368,3 @@ def test_most_probable_path_bad_input():
         pgm_rl.exact.most_probable_path(random_grid(0), 0, 1.0)
     with pytest.raises(ValueError, match="beta"):
         pgm_rl.exact.most_probable_path(random_grid(0), 3, -1.0)
-
-
-def test_empirical_marginals_and_tv_reject_bad_input():
-    with pytest.raises(ValueError, match="states"):
-        empirical_state_marginals(np.array([[0, -1]]), 4)
-    with pytest.raises(ValueError, match="states"):
-        empirical_state_marginals(np.array([[0, 4]]), 4)
-    with pytest.raises(TypeError, match="states"):
-        empirical_state_marginals(np.array([[0.0, 1.0]]), 4)
-    with pytest.raises(ValueError, match="same shape"):
-        tv_distance(np.ones((3, 4)), np.ones((2, 4)))

@@ -13,7 +13,7 @@ from conftest import random_grid
 from numpyro.infer import HMC, MCMC, NUTS, DiscreteHMCGibbs, MixedHMC
 
 import pgm_rl
-from pgm_rl.exact import empirical_state_marginals, tv_distance
+from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
 
 BUILTINS = {
     "discrete-hmc-gibbs": lambda: DiscreteHMCGibbs(NUTS(pgm_rl.trajectory_model)),
@@ -77,16 +77,20 @@ def test_builtin_matches_exact_posterior(name):
     assert arviz_stats.rhat(returns) < 1.05
 
 
-# Runs in float32 (NumPyro's default): there the modified Gibbs proposal's MH correction
-# log(exp(w) - expm1(pe - pe_new)) overflows once a move gains more than ~88 nats, turns NaN
-# and is rejected, so no chain can step onto the goal (each step there gains beta * 1e4 = 500).
+# Runs in float32 (NumPyro's default). In numpyro 0.22 the modified Gibbs proposal's MH
+# correction log(exp(w) - expm1(pe - pe_new)) overflows once a move gains more than ~88 nats,
+# turns NaN and is rejected, so no chain can step onto the goal (each step there gains
+# beta * 1e4 = 500): R-hat 1.000 and ESS in the thousands, yet a mean return of -44 against
+# the exact 109957. That is NumPyro's bug, not ours: this test states what a correct sampler
+# does and is a non-strict xfail, so a NumPyro fix turns it into an XPASS, not a CI failure.
+# benchmarks/bench_kernels.py shows the failure in its table.
 MODIFIED_GIBBS_SCRIPT = textwrap.dedent(
     """
     import json
-    import arviz_stats, jax, numpy as np
+    import jax, numpy as np
     from numpyro.infer import MCMC, NUTS, DiscreteHMCGibbs
     import pgm_rl
-    from pgm_rl.exact import empirical_state_marginals, tv_distance
+    from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
 
     env, horizon, beta = pgm_rl.GridWorld.notebook(), 20, 0.05
     kernel = DiscreteHMCGibbs(NUTS(pgm_rl.trajectory_model), modified=True)
@@ -94,25 +98,19 @@ MODIFIED_GIBBS_SCRIPT = textwrap.dedent(
                 chain_method=jax.vmap, progress_bar=False)
     mcmc.run(jax.random.key(0), env, horizon, beta)
     samples = mcmc.get_samples(group_by_chain=True)
-    returns = np.asarray(samples["rewards"], dtype=float).sum(axis=-1)
     exact = pgm_rl.solve(env, horizon, beta)
     tv = tv_distance(empirical_state_marginals(samples["states"], env.n_states),
                      exact.state_marginals)
-    print(json.dumps({
-        "x64": bool(jax.config.jax_enable_x64),
-        "rhat": float(arviz_stats.rhat(returns)),
-        "ess": float(arviz_stats.ess(returns)),
-        "mean_return": float(returns.mean()),
-        "exact_return": float(exact.expected_return),
-        "tv": float(tv.mean()),
-    }))
+    print(json.dumps({"x64": bool(jax.config.jax_enable_x64), "tv": float(tv.mean())}))
     """
 )
 
 
 @pytest.mark.slow
-def test_modified_gibbs_looks_converged_but_is_wrong_on_the_notebook_grid():
-    """Converged-looking diagnostics, wrong answer: only exact inference catches it."""
+@pytest.mark.xfail(
+    strict=False, reason="numpyro 0.22: DiscreteHMCGibbs(modified=True) overflows in float32"
+)
+def test_modified_gibbs_reaches_the_goal_in_float32():
     result = subprocess.run(
         [sys.executable, "-c", MODIFIED_GIBBS_SCRIPT],
         capture_output=True,
@@ -122,10 +120,4 @@ def test_modified_gibbs_looks_converged_but_is_wrong_on_the_notebook_grid():
     )
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert not measured["x64"]
-    # What the diagnostics say: converged (measured R-hat 1.000, ESS in the thousands) ...
-    assert measured["rhat"] < 1.01
-    assert measured["ess"] > 1000
-    # ... what exact inference says: mean return -44 against 109957, state marginals far off.
-    assert measured["exact_return"] > 1e5
-    assert measured["mean_return"] < 0.0
-    assert measured["tv"] > 0.5
+    assert measured["tv"] < 0.1  # measured 0.9 with numpyro 0.22
