@@ -1,9 +1,11 @@
 """TabularMDP and GridWorld: the arrays every model, solver and kernel works on."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgm_rl import ACTION_NAMES, GridWorld, TabularMDP
+from pgm_rl import ACTION_NAMES, GridWorld, TabularMDP, rollout
 from pgm_rl.envs import NOTEBOOK_GRID
 
 SEED_GRID = [
@@ -239,3 +241,21 @@ def test_tabular_mdp_direct_construction():
 def test_bad_tabular_mdp(args, error, match):
     with pytest.raises(error, match=match):
         TabularMDP(*args)
+
+
+def test_mdps_are_pytrees_that_jit_and_vmap_take():
+    grid = GridWorld([[0.0, 1.0], [-1.0, 2.0]], (1, 0))
+    leaves, treedef = jax.tree.flatten(grid)
+    assert len(leaves) == 4
+    again = jax.tree.unflatten(treedef, leaves)
+    assert isinstance(again, GridWorld) and again.start == (1, 0)
+    ends = jax.jit(lambda mdp: rollout(mdp, jnp.array([3, 0]))[0][-1])
+    assert int(ends(grid)) == 1
+    mdp = TabularMDP(grid.next_state, grid.reward, 2)
+    starts = jax.vmap(
+        lambda s: rollout(
+            jax.tree.unflatten(jax.tree.structure(mdp), [mdp.next_state, mdp.reward, s]),
+            jnp.array([4]),
+        )[0][0]
+    )
+    np.testing.assert_array_equal(starts(jnp.arange(4)), np.arange(4))

@@ -368,3 +368,47 @@ def test_most_probable_path_bad_input():
         pgm_rl.exact.most_probable_path(random_grid(0), 0, 1.0)
     with pytest.raises(ValueError, match="beta"):
         pgm_rl.exact.most_probable_path(random_grid(0), 3, -1.0)
+
+
+def test_path_probability_sums_the_action_sequences_of_a_path():
+    """Brute force: the probability of a state path is the sum over the action sequences
+    that make it (walls and 'stay' give several)."""
+    env, horizon, beta = GridWorld([[0.0, 1.0], [-1.0, 2.0]], (0, 0)), 3, 0.7
+    truth = enumerate_posterior(env, horizon, beta)
+    states = np.asarray(rollout(env, truth["actions"])[0])
+    paths, inverse = np.unique(states, axis=0, return_inverse=True)
+    expected = np.bincount(inverse.ravel(), weights=np.exp(truth["log_prob"]))
+    posterior = solve(env, horizon, beta)
+    np.testing.assert_allclose(posterior.path_probability(paths), expected, atol=1e-12)
+    assert expected.sum() == pytest.approx(1.0)
+    impossible = paths[0].copy()
+    impossible[1] = 3  # (0, 0) -> (1, 1) is no move
+    assert float(posterior.path_probability(impossible)) == 0.0
+    assert float(posterior.path_probability(np.full(horizon + 1, 3))) == 0.0  # wrong start
+    with pytest.raises(ValueError, match="states must have shape"):
+        posterior.path_probability(paths[0][:-1])
+    with pytest.raises(ValueError, match="states must lie in"):
+        posterior.path_probability(np.full(horizon + 1, 4))
+    with pytest.raises(TypeError, match="states must be an integer"):
+        posterior.path_probability(paths[0].astype(float))
+
+
+def test_exact_posterior_is_a_pytree_and_prints_short():
+    posterior = solve(random_grid(0), 4, 0.5)
+    leaves = jax.tree.leaves(posterior)
+    assert any(leaf is posterior.log_policy for leaf in leaves)
+    doubled = jax.tree.map(lambda x: x, posterior)
+    assert isinstance(doubled, ExactPosterior) and doubled.horizon == 4
+    log_z = jax.jit(lambda post: post.log_z + 0.0)(posterior)
+    assert float(log_z) == pytest.approx(posterior.log_z)
+    text = repr(posterior)
+    assert "log_policy: (4, 9, 5)" in text and "log_z=" in text and len(text) < 400
+
+
+def test_new_start_state_reuses_the_compiled_forward_pass():
+    env = random_grid(0)
+    solve(env, 4, 0.5)
+    before = pgm_rl.exact._forward._cache_size()
+    for start in ((0, 1), (2, 2)):
+        solve(GridWorld(env.rewards, start), 4, 0.5)
+    assert pgm_rl.exact._forward._cache_size() == before
