@@ -25,7 +25,7 @@ mcmc = MCMC(
 mcmc.run(jax.random.key(0), env, horizon, beta)
 states = mcmc.get_samples()["states"]  # (chains * draws, T + 1)
 
-tv = pgm_rl.exact.tv_distance(
-    pgm_rl.exact.empirical_state_marginals(states, env.n_states), exact.state_marginals
+tv = pgm_rl.diagnostics.tv_distance(
+    pgm_rl.diagnostics.empirical_state_marginals(states, env.n_states), exact.state_marginals
 )
 print(f"TrajectoryMH: mean TV of state marginals vs exact = {tv.mean():.4f}")
