@@ -168,12 +168,13 @@ def _run_arguments(parser):
     parser.add_argument("--seed", type=_nonnegative_int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--plots", metavar="DIR", help="write the pictures (PNG) into DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit with code 1 when a problem is reported (a 'warning:' line: an R-hat above "
-        "1.01, or a disagreement with the exact posterior)",
-    )
+    parser.add_argument("--strict", action="store_true", help=_STRICT_HELP)
+
+
+_STRICT_HELP = (
+    "exit with code 1 when a problem is reported (a 'warning:' line: an R-hat above 1.01, or "
+    "a disagreement with the exact posterior)"
+)
 
 
 def build_parser():
@@ -246,11 +247,12 @@ def build_parser():
         "report",
         help="re-open a saved run and redraw its summary and pictures",
         description="Load a run saved by 'pgm-rl sample --out' and print its summary, its "
-        "comparison to exact and (with --plots) redraw its pictures.",
+        "comparison to exact, any problems found and (with --plots) redraw its pictures.",
     )
     report.add_argument("file", metavar="FILE.nc", help="a netCDF file written by pgm-rl")
     report.add_argument("--plots", metavar="DIR", help="write the pictures (PNG) into DIR")
     report.add_argument("--overwrite", action="store_true", help="replace existing pictures")
+    report.add_argument("--strict", action="store_true", help=_STRICT_HELP)
 
     smc = commands.add_parser(
         "smc",
@@ -506,7 +508,7 @@ def _cmd_report(args):
     _check_outputs(_plot_paths(args.plots), args.overwrite, args.plots)
     _setup_jax()
     from pgm_rl import io
-    from pgm_rl.diagnostics import compare_to_exact
+    from pgm_rl.diagnostics import compare_to_exact, problems
 
     dt = io.load(args.file)
     if "posterior" not in dt.children or "horizon" not in dt.attrs:
@@ -517,10 +519,13 @@ def _cmd_report(args):
         f"{dt['posterior'].sizes['draw']} draws"
     )
     _print_summary(dt)
+    comparison = None
     if "exact" in dt.children:
-        _print_comparison(compare_to_exact(dt))
+        comparison = compare_to_exact(dt)
+        _print_comparison(comparison)
+    found = _print_problems(problems(dt, comparison))
     _write_plots(dt, args.plots)
-    return 0
+    return EXIT_PROBLEMS if args.strict and found else 0
 
 
 def _cmd_smc(args):

@@ -64,6 +64,7 @@ def test_help_of_every_command(capsys, command):
     if command in ("sample", "compare"):  # the kernel list comes from the registry
         for name, record in KERNELS.items():
             assert name in out and record.summary in out
+    if command in ("sample", "compare", "report"):
         assert "--strict" in out
 
 
@@ -138,11 +139,15 @@ def test_sample_saves_and_report_reopens(capsys, tiny_grid, tmp_path):
     assert f"saved {out_file}" in out
     assert sorted(os.listdir(pics)) == sorted(PLOT_FILES)
 
-    code, out, err = run(capsys, "report", str(out_file), "--plots", str(tmp_path / "again"))
-    assert code == 0, err
+    again = tmp_path / "again"
+    code, out, err = run(capsys, "report", str(out_file), "--strict", "--plots", str(again))
+    reported = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert code == (1 if reported else 0), err
     assert "trajectory-mh: T=3, beta=0.5, 2 chains x 40 draws" in out
     assert "vs exact: mean TV" in out
-    assert len(os.listdir(tmp_path / "again")) == len(PLOT_FILES)
+    # the same draws give the same R-hat lines
+    assert [w for w in reported if "R-hat" in w] == [w for w in warnings if "R-hat" in w]
+    assert len(os.listdir(again)) == len(PLOT_FILES)
 
 
 @pytest.mark.parametrize("command", ["sample", "compare", "report"])
