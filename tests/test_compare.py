@@ -4,7 +4,6 @@ import math
 import re
 import warnings
 
-import jax
 import numpy as np
 import pytest
 
@@ -34,7 +33,7 @@ def test_run_kernel_gives_chains_by_draws_and_the_records_extra_fields(env):
 def test_run_kernel_under_jax_vmap_logs_two_lines_instead_of_numpyros_warning(env, monkeypatch):
     """NumPyro drops the progress bar (with a warning) for a callable chain_method such as
     jax.vmap, the built-in kernels' method: a cheap kernel stands in for them here."""
-    record = KERNELS["trajectory-mh"]._replace(chain_method=jax.vmap)
+    record = KERNELS["trajectory-mh"]._replace(vmap_chains=True)
     monkeypatch.setitem(KERNELS, "trajectory-mh", record)
     lines = []
     with warnings.catch_warnings(record=True) as caught:

@@ -1,38 +1,42 @@
 """MCMC kernels for trajectory posteriors, each usable through ``numpyro.infer.MCMC``.
 
-Every kernel has a record in :data:`pgm_rl.kernels.registry.KERNELS`.
+Every kernel has a record in :data:`pgm_rl.kernels.registry.KERNELS`. The names below are
+imported lazily, on first use, so reading the registry loads no kernel, JAX or NumPyro.
 """
 
-from pgm_rl.kernels.action_gibbs import ActionGibbs
-from pgm_rl.kernels.base import (
-    MHInfo,
-    PureKernelAdapter,
-    RegenerationState,
-    SamplerState,
-    TrajectoryKernel,
-    mh_accept,
-)
-from pgm_rl.kernels.particle_gibbs import ParticleGibbs
-from pgm_rl.kernels.registry import KERNELS, KernelRecord, make_kernel
-from pgm_rl.kernels.replica_exchange import ReplicaExchange
-from pgm_rl.kernels.stepwise_mh import StepwiseMH
-from pgm_rl.kernels.suffix_mh import SuffixMH
-from pgm_rl.kernels.trajectory_mh import TrajectoryMH
+import importlib
 
-__all__ = [
-    "KERNELS",
-    "ActionGibbs",
-    "KernelRecord",
-    "MHInfo",
-    "ParticleGibbs",
-    "PureKernelAdapter",
-    "RegenerationState",
-    "ReplicaExchange",
-    "SamplerState",
-    "StepwiseMH",
-    "SuffixMH",
-    "TrajectoryKernel",
-    "TrajectoryMH",
-    "make_kernel",
-    "mh_accept",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "KERNELS": "pgm_rl.kernels.registry",
+    "ActionGibbs": "pgm_rl.kernels.action_gibbs",
+    "KernelRecord": "pgm_rl.kernels.registry",
+    "MHInfo": "pgm_rl.kernels.base",
+    "ParticleGibbs": "pgm_rl.kernels.particle_gibbs",
+    "PureKernelAdapter": "pgm_rl.kernels.base",
+    "RegenerationState": "pgm_rl.kernels.base",
+    "ReplicaExchange": "pgm_rl.kernels.replica_exchange",
+    "SamplerState": "pgm_rl.kernels.base",
+    "StepwiseMH": "pgm_rl.kernels.stepwise_mh",
+    "SuffixMH": "pgm_rl.kernels.suffix_mh",
+    "TrajectoryKernel": "pgm_rl.kernels.base",
+    "TrajectoryMH": "pgm_rl.kernels.trajectory_mh",
+    "make_kernel": "pgm_rl.kernels.registry",
+    "mh_accept": "pgm_rl.kernels.base",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    """Import the module behind a public name on first use and cache the name here."""
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'pgm_rl.kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -5,15 +5,12 @@
 they run their chains under ``jax.vmap``), which ``extra_fields`` record its acceptance rate,
 and whether its pure ``step(key, state, beta)`` can serve as a replica-exchange rung.
 A kernel added here is automatically checked against exact inference by
-``tests/kernels/test_registry.py``.
+``tests/kernels/test_registry.py``. Reading the registry imports no kernel, JAX or NumPyro (the
+command line lists the kernels in its help at once); ``make`` imports what it builds.
 """
 
 from collections.abc import Callable
 from typing import NamedTuple
-
-import jax
-
-from pgm_rl.model import trajectory_model
 
 __all__ = ["KERNELS", "KernelRecord", "make_kernel"]
 
@@ -27,8 +24,9 @@ class KernelRecord(NamedTuple):
         The command-line name, e.g. ``"action-gibbs"``.
     make : callable
         ``make(model) -> numpyro.infer.mcmc.MCMCKernel`` with the default settings.
-    chain_method : str or callable
-        ``"vectorized"``, or ``jax.vmap`` for NumPyro's Gibbs kernels and MixedHMC.
+    vmap_chains : bool
+        Run the chains under ``jax.vmap`` (NumPyro's Gibbs kernels and MixedHMC refuse
+        ``"vectorized"``); :attr:`chain_method` is what to pass to ``MCMC``.
     extra_fields : tuple of str
         ``MCMC.run(extra_fields=...)`` that records the acceptance rate (and divergences).
     rung : bool
@@ -44,12 +42,21 @@ class KernelRecord(NamedTuple):
 
     name: str
     make: Callable
-    chain_method: object
+    vmap_chains: bool
     extra_fields: tuple
     rung: bool
     builtin: bool
     targets_posterior: bool
     summary: str
+
+    @property
+    def chain_method(self):
+        """``jax.vmap`` or ``"vectorized"``: the ``chain_method`` argument of ``MCMC``."""
+        if self.vmap_chains:
+            import jax
+
+            return jax.vmap
+        return "vectorized"
 
 
 def _trajectory_mh(model):
@@ -105,37 +112,37 @@ KERNELS = {
     record.name: record
     for record in (
         KernelRecord(
-            "trajectory-mh", _trajectory_mh, "vectorized", _ACCEPT, True, False, True,
+            "trajectory-mh", _trajectory_mh, False, _ACCEPT, True, False, True,
             "the notebook's sampler: independence MH with whole prior rollouts",
         ),
         KernelRecord(
-            "stepwise-mh", _stepwise_mh, "vectorized", _ACCEPT, False, False, False,
+            "stepwise-mh", _stepwise_mh, False, _ACCEPT, False, False, False,
             "the notebook's per-step sampler (targets another distribution)",
         ),
         KernelRecord(
-            "action-gibbs", _action_gibbs, "vectorized", _ACCEPT, True, False, True,
+            "action-gibbs", _action_gibbs, False, _ACCEPT, True, False, True,
             "systematic-scan Gibbs over the actions, all candidates scored at once",
         ),
         KernelRecord(
-            "suffix-mh", _suffix_mh, "vectorized", _ACCEPT, True, False, True,
+            "suffix-mh", _suffix_mh, False, _ACCEPT, True, False, True,
             "MH sweeps regenerating action suffixes from the prior",
         ),
         KernelRecord(
-            "particle-gibbs", _particle_gibbs, "vectorized", _ACCEPT, True, False, True,
+            "particle-gibbs", _particle_gibbs, False, _ACCEPT, True, False, True,
             "conditional SMC with ancestor sampling (256 particles)",
         ),
         KernelRecord(
-            "replica-exchange", _replica_exchange, "vectorized",
+            "replica-exchange", _replica_exchange, False,
             (*_ACCEPT, "kernel_state.swap_accept_prob"), False, False, True,
             "parallel tempering of suffix-mh over 6 inverse temperatures",
         ),
         KernelRecord(
-            "discrete-hmc-gibbs", _discrete_hmc_gibbs, jax.vmap,
+            "discrete-hmc-gibbs", _discrete_hmc_gibbs, True,
             ("hmc_state.accept_prob", "hmc_state.diverging"), False, True, True,
             "NumPyro's DiscreteHMCGibbs(NUTS)",
         ),
         KernelRecord(
-            "mixed-hmc", _mixed_hmc, jax.vmap, ("accept_prob", "hmc_state.diverging"),
+            "mixed-hmc", _mixed_hmc, True, ("accept_prob", "hmc_state.diverging"),
             False, True, True,
             "NumPyro's MixedHMC(HMC)",
         ),
@@ -143,9 +150,17 @@ KERNELS = {
 }  # fmt: skip
 
 
-def make_kernel(name, model=trajectory_model):
-    """The kernel registered as ``name`` (a key of :data:`KERNELS`) on ``model``."""
-    return _record(name).make(model)
+def make_kernel(name, model=None):
+    """The kernel registered as ``name`` (a key of :data:`KERNELS`) on ``model``.
+
+    ``model`` defaults to :func:`pgm_rl.trajectory_model`.
+    """
+    record = _record(name)
+    if model is None:
+        from pgm_rl.model import trajectory_model
+
+        model = trajectory_model
+    return record.make(model)
 
 
 def _record(name):

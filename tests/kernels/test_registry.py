@@ -6,6 +6,7 @@ ESS of the occupancy indicators, the chains must agree (R-hat < 1.05) and ``n_ef
 large enough for the check to mean something.
 """
 
+import jax
 import numpy as np
 import pytest
 from conftest import random_grid
@@ -72,7 +73,8 @@ def test_record_is_consistent(name):
     assert isinstance(kernel, MCMCKernel)
     assert kernel.model is pgm_rl.trajectory_model
     assert callable(getattr(kernel, "build_step", None)) == record.rung
-    assert record.chain_method == "vectorized" or record.builtin
+    assert record.chain_method == ("vectorized" if not record.vmap_chains else jax.vmap)
+    assert not record.vmap_chains or record.builtin
 
 
 def test_make_kernel_rejects_unknown_names():
