@@ -4,65 +4,237 @@ The DataTree layout (``T`` = horizon, ``S`` = states, ``A`` = actions):
 
 ``posterior``
     ``actions`` (chain, draw, time), ``states`` (chain, draw, step), ``rewards`` (chain, draw,
-    time) and ``return`` (chain, draw) = sum of the rewards; coords ``time`` = 0..T-1,
-    ``step`` = 0..T.
+    time) and ``return`` (chain, draw) = sum of the rewards; coords ``time`` = 0..T-1 and
+    ``step`` = 1..T: the states *entered*. The start state (step 0) is not a posterior
+    quantity (it is the same in every draw) and lives in the root attribute ``start_state``;
+    :func:`trajectory_states` gives the whole path (chain, draw, step = 0..T). Keeping the
+    constant step out of ``posterior`` lets ArviZ's own functions run on the tree as an ArviZ
+    user calls them (``arviz_plots.plot_rank(dt)`` fails on a constant integer variable).
 ``sample_stats``
     ``acceptance_rate`` (and ``diverging``) where the kernel reports them.
 ``constant_data``
     ``next_state`` and ``reward`` (state, action), the tabular MDP; ``grid`` (row, col), the cell
     rewards, for a :class:`~pgm_rl.GridWorld`.
 ``exact`` (when an :class:`~pgm_rl.ExactPosterior` is given)
-    ``state_marginals`` (step, state), ``action_marginals`` (time, action), ``log_z``,
+    ``state_marginals`` (step = 0..T, state), ``action_marginals`` (time, action), ``log_z``,
     ``expected_return``.
 
 Root attributes: ``horizon``, ``beta``, ``start_state``, ``best_state`` (the state entered with
 the largest reward: the goal), ``sampler`` and, for a grid, ``start_row``/``start_col``.
 The environment can be rebuilt from the tree with :func:`env_from_datatree`.
+
+A caveat for ArviZ's own rank plots: ``arviz_plots.plot_rank`` ranks tied values by position,
+so for the discrete sites (and a return with ties) it shows a failing rank test even for exact
+iid draws. :func:`pgm_rl.plots.plot_rank` breaks ties at random instead.
 """
 
 import importlib
 import warnings
 
-import arviz_stats as azs
+import jax
 import numpy as np
-import numpyro.infer
+import numpyro.infer  # before arviz_base: see _restore_numpyro_initialization
 import xarray as xr
-from arviz_base import from_dict, from_numpyro
 from numpyro.infer import MCMC
 
-from pgm_rl._checks import check_beta, check_horizon
-from pgm_rl.dynamics import rollout
-from pgm_rl.envs import GridWorld, TabularMDP
-from pgm_rl.exact import ExactPosterior, empirical_state_marginals, tv_distance
-from pgm_rl.model import check_env, trajectory_problem
 
-__all__ = ["compare_to_exact", "env_from_datatree", "summary", "to_datatree"]
+def _restore_numpyro_initialization():
+    """Work around a lazy-import clash: arviz_base loads numpyro through lazy_loader, and when
+    arviz_base is imported before ``numpyro.infer``, ``numpyro.infer`` ends up without its
+    ``initialization`` attribute, which ``arviz_base.from_numpyro`` reads. Run when this module
+    is imported, so a user's own ``from_numpyro(mcmc)`` works after it, whatever the order."""
+    if not hasattr(numpyro.infer, "initialization"):
+        numpyro.infer.initialization = importlib.import_module("numpyro.infer.initialization")
+
+
+_restore_numpyro_initialization()
+
+import arviz_stats as azs  # noqa: E402
+from arviz_base import from_dict, from_numpyro  # noqa: E402
+from arviz_stats.base import array_stats  # noqa: E402
+
+from pgm_rl._checks import check_beta, check_horizon, check_key, check_positive_int  # noqa: E402
+from pgm_rl.dynamics import rollout  # noqa: E402
+from pgm_rl.envs import GridWorld, TabularMDP  # noqa: E402
+from pgm_rl.exact import ExactPosterior  # noqa: E402
+from pgm_rl.model import check_env, trajectory_problem  # noqa: E402
+
+__all__ = [
+    "compare_to_exact",
+    "empirical_state_marginals",
+    "env_from_datatree",
+    "occupancy_r_hat",
+    "problems",
+    "summary",
+    "to_datatree",
+    "trajectory_states",
+    "tv_distance",
+    "weighted_state_marginals",
+]
 
 DIMS = {"actions": ["time"], "states": ["step"], "rewards": ["time"]}
 SUMMARY_COLUMNS = ["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"]
+R_HAT_THRESHOLD = 1.01
+# Reference replicates for compare_to_exact: how many, and how many sd above their mean.
+REFERENCE_REPLICATES = 32
+REFERENCE_Z = 4.0
+MIN_REFERENCE_DRAWS = 20
 # Kernel state fields (NumPyro extra_fields) -> sample_stats names.
 _STAT_NAMES = {"accept_prob": "acceptance_rate", "diverging": "diverging"}
+_SAMPLE_DIMS = ["chain", "draw"]
 
 
-def to_datatree(source, env, exact=None, *, horizon=None, beta=None):
+# ----------------------------------------------------------------------------- array helpers
+
+
+def empirical_state_marginals(states, n_states):
+    """Empirical state marginals of sampled trajectories.
+
+    Parameters
+    ----------
+    states : int array, shape (..., T + 1)
+        Any leading sample dims (e.g. (chains, draws)).
+    n_states : int
+
+    Returns
+    -------
+    array, shape (T + 1, S): the fraction of trajectories in state s at step t.
+    """
+    states = np.asarray(states)
+    if not np.issubdtype(states.dtype, np.integer) or states.ndim == 0:
+        raise TypeError(f"states must be an integer array (..., T + 1), got dtype {states.dtype}")
+    states = states.reshape(-1, states.shape[-1])
+    if states.size and (states.min() < 0 or states.max() >= n_states):
+        raise ValueError(f"states must lie in [0, {n_states}), the state indices")
+    counts = np.zeros((states.shape[1], n_states))
+    np.add.at(counts, (np.arange(states.shape[1])[None, :], states), 1.0)
+    return counts / states.shape[0]
+
+
+def weighted_state_marginals(states, log_weights, n_states):
+    """State marginals of weighted trajectories (e.g. SMC particles).
+
+    Parameters
+    ----------
+    states : int array, shape (N, T + 1)
+    log_weights : float array, shape (N,)
+        Log weights, normalised or not (they are normalised here).
+    n_states : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (T + 1, S)
+        The weight of the trajectories in state s at step t; each row sums to 1.
+    """
+    states = np.asarray(states)
+    log_weights = np.asarray(log_weights, dtype=float)
+    n_states = check_positive_int(n_states, "n_states")
+    if not np.issubdtype(states.dtype, np.integer) or states.ndim != 2:
+        raise TypeError(
+            f"states must be an integer array of shape (N, T + 1), got dtype {states.dtype} "
+            f"and shape {states.shape}"
+        )
+    if log_weights.shape != states.shape[:1]:
+        raise ValueError(
+            f"log_weights must have shape (N,) = {states.shape[:1]}, got {log_weights.shape}"
+        )
+    if states.size and (states.min() < 0 or states.max() >= n_states):
+        raise ValueError(f"states must lie in [0, {n_states}), the state indices")
+    if np.isnan(log_weights).any() or not np.isfinite(log_weights.max(initial=-np.inf)):
+        raise ValueError("log_weights must have no NaN and at least one finite entry")
+    weights = np.exp(log_weights - log_weights.max())
+    weights /= weights.sum()
+    counts = np.zeros((states.shape[1], n_states))
+    np.add.at(counts, (np.arange(states.shape[1])[None, :], states), weights[:, None])
+    return counts
+
+
+def tv_distance(p, q, axis=-1):
+    """Total-variation distance ``0.5 * sum |p - q|`` along ``axis``; p and q of one shape."""
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
+    return 0.5 * np.abs(p - q).sum(axis=axis)
+
+
+def occupancy_r_hat(states, n_states):
+    """Rank-normalised R-hat of every state-occupancy indicator ``1[states[t] == s]``.
+
+    Parameters
+    ----------
+    states : int array, shape (chains, draws, T + 1)
+    n_states : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (T + 1, S)
+        R-hat of each indicator; NaN where the indicator is constant over all draws.
+
+    Notes
+    -----
+    For a 0/1 variable the rank normalisation of arviz-stats is an affine map (the two values
+    go to two z-scores) and folding gives the variable itself, its complement or a constant,
+    so the rank-normalised R-hat equals the split R-hat; it is computed in one vectorised
+    ``arviz_stats.base.array_stats.rhat(..., method="split")`` call (about 11x faster than
+    ``method="rank"``, the same to 1e-15) over the indicators that vary.
+    """
+    indicators, (steps, cells) = _varying_indicators(states, n_states)
+    out = np.full((states.shape[-1], n_states), np.nan)
+    if steps.size:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[steps, cells] = array_stats.rhat(
+                indicators, chain_axis=1, draw_axis=2, method="split"
+            )
+    return out
+
+
+def _varying_indicators(states, n_states):
+    """The occupancy indicators that vary: (K, chains, draws) floats and their (step, state)."""
+    states = np.asarray(states)
+    if not np.issubdtype(states.dtype, np.integer) or states.ndim != 3:
+        raise TypeError(
+            f"states must be an integer array (chains, draws, T + 1), got dtype {states.dtype} "
+            f"and shape {states.shape}"
+        )
+    n_states = check_positive_int(n_states, "n_states")
+    if states.size and (states.min() < 0 or states.max() >= n_states):
+        raise ValueError(f"states must lie in [0, {n_states}), the state indices")
+    counts = empirical_state_marginals(states, n_states)
+    steps, cells = np.nonzero((counts > 0) & (counts < 1))
+    indicators = (np.moveaxis(states[..., steps], -1, 0) == cells[:, None, None]).astype(float)
+    return indicators, (steps, cells)
+
+
+# ----------------------------------------------------------------------------- the tree
+
+
+def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
     """Convert sampled trajectories to an ArviZ DataTree (layout in the module docstring).
 
     Parameters
     ----------
-    source : numpyro.infer.MCMC or dict
+    source : numpyro.infer.MCMC, dict or SMCResult
         A finished ``MCMC`` run on :func:`pgm_rl.trajectory_model` (any kernel; its
         ``extra_fields`` such as ``"accept_prob"`` or ``"hmc_state.accept_prob"`` become
         ``sample_stats``), or a dict of draws with ``"actions"`` of shape (n, T) (one chain,
         e.g. :meth:`ExactPosterior.sample`) or (chains, draws, T); ``"states"`` and
-        ``"rewards"`` are recomputed from the actions when absent. Weighted draws (a
-        ``"log_weights"`` entry, as from SMC) must be resampled first.
+        ``"rewards"`` are recomputed from the actions when absent (and checked when given).
+        Weighted draws (a dict with ``"log_weights"`` (n,), or a :class:`pgm_rl.SMCResult`)
+        are resampled: n draws with replacement (multinomial, probabilities
+        ``softmax(log_weights)``) make one equally weighted chain. Repeated draws of one
+        particle are not independent: ESS and R-hat of such a chain overstate its information.
     env : TabularMDP
         The environment the draws come from (the one the MCMC model was run on).
     exact : ExactPosterior, optional
         Stored in the ``exact`` group; must be for the same problem.
     horizon, beta : optional
         Only for a dict ``source``: ``horizon`` is checked against the draws, ``beta`` is
-        required unless ``exact`` gives it. Read from the model for an ``MCMC``.
+        required unless ``exact`` gives it (an ``SMCResult`` does not record it either).
+        Read from the model for an ``MCMC``.
+    key : jax PRNG key, optional
+        Only for weighted draws: the key of the resampling; default ``jax.random.key(0)`` (so
+        the same input always gives the same tree).
 
     Returns
     -------
@@ -70,18 +242,27 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None):
     """
     mdp = check_env(env)
     if isinstance(source, MCMC):
-        if horizon is not None or beta is not None:
+        if horizon is not None or beta is not None or key is not None:
             raise TypeError(
-                "horizon and beta are read from the MCMC run; pass them only with a dict"
+                "horizon, beta and key are read from the MCMC run; pass them only with a dict"
             )
         dt, horizon, beta = _from_mcmc(source, mdp)
     elif isinstance(source, dict) or hasattr(source, "_asdict"):
+        sampler = type(source).__name__ if hasattr(source, "_asdict") else "samples"
         source = dict(source._asdict()) if hasattr(source, "_asdict") else source
+        if "log_weights" in source:
+            source = _resample_weighted(source, key)
+            sampler = (
+                f"{sampler}, resampled" if sampler != "samples" else "weighted samples, resampled"
+            )
+        elif key is not None:
+            raise TypeError("key is only used to resample weighted draws (with log_weights)")
         dt, horizon, beta = _from_samples(source, mdp, exact, horizon, beta)
-        dt.attrs["sampler"] = "samples"
+        dt.attrs["sampler"] = sampler
     else:
         raise TypeError(
-            f"source must be a numpyro.infer.MCMC or a dict of draws, got {type(source).__name__}"
+            "source must be a numpyro.infer.MCMC, a dict of draws or an SMCResult, got "
+            f"{type(source).__name__}"
         )
     dt["posterior"]["return"] = dt["posterior"]["rewards"].sum("time")
     dt["constant_data"] = xr.Dataset(
@@ -101,6 +282,19 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None):
     return dt
 
 
+def _resample_weighted(samples, key):
+    from pgm_rl.smc import resample_draws
+
+    key = jax.random.key(0) if key is None else check_key(key)
+    log_weights = np.asarray(samples["log_weights"], dtype=float)
+    if log_weights.ndim != 1:
+        raise ValueError(f"source['log_weights'] must have shape (n,), got {log_weights.shape}")
+    draws = {name: samples[name] for name in ("actions", "states", "rewards") if name in samples}
+    if "actions" not in draws:
+        raise ValueError(f"source must hold 'actions' draws, got keys {sorted(samples)}")
+    return resample_draws(key, draws, log_weights, log_weights.shape[0])
+
+
 def _from_mcmc(mcmc, mdp):
     model = mcmc.sampler.model
     problem_mdp, horizon, beta = trajectory_problem(model, mcmc._args, mcmc._kwargs)
@@ -109,7 +303,8 @@ def _from_mcmc(mcmc, mdp):
     dt = from_numpyro(mcmc, dims=DIMS)
     keep = [name for name in ("posterior", "sample_stats") if name in dt.children]
     dt = xr.DataTree.from_dict({name: dt[name].to_dataset() for name in keep})
-    dt["posterior"] = dt["posterior"].to_dataset()[["actions", "states", "rewards"]]
+    posterior = dt["posterior"].to_dataset()[["actions", "states", "rewards"]]
+    dt["posterior"] = posterior.isel(step=slice(1, None))
     if "sample_stats" in dt.children:
         stats = dt["sample_stats"].to_dataset()
         renamed = {}
@@ -121,20 +316,7 @@ def _from_mcmc(mcmc, mdp):
     return dt, horizon, beta
 
 
-def _restore_numpyro_initialization():
-    """Work around a lazy-import clash: arviz_base loads numpyro through lazy_loader, and when
-    arviz_base is imported before numpyro, ``numpyro.infer`` ends up without its
-    ``initialization`` attribute, which ``from_numpyro`` reads."""
-    if not hasattr(numpyro.infer, "initialization"):
-        numpyro.infer.initialization = importlib.import_module("numpyro.infer.initialization")
-
-
 def _from_samples(samples, mdp, exact, horizon, beta):
-    if "log_weights" in samples:
-        raise ValueError(
-            "source has log_weights (weighted draws, e.g. SMC output): resample the trajectories "
-            "by their weights before converting"
-        )
     if "actions" not in samples:
         raise ValueError(f"source must hold 'actions' draws, got keys {sorted(samples)}")
     actions = np.asarray(samples["actions"])
@@ -169,7 +351,13 @@ def _from_samples(samples, mdp, exact, horizon, beta):
                 raise ValueError(
                     f"source[{name!r}] does not match the rollout of source['actions']"
                 )
-    dt = from_dict({"posterior": draws}, dims=DIMS, sample_dims=["chain", "draw"])
+    draws["states"] = draws["states"][..., 1:]
+    dt = from_dict(
+        {"posterior": draws},
+        dims=DIMS,
+        coords={"step": np.arange(1, horizon + 1), "time": np.arange(horizon)},
+        sample_dims=_SAMPLE_DIMS,
+    )
     return dt, horizon, beta
 
 
@@ -177,10 +365,10 @@ def _check_same_mdp(a, b):
     if a is b:
         return
     if not (
-        a.next_state.shape == b.next_state.shape
+        np.shape(a.next_state) == np.shape(b.next_state)
         and np.array_equal(a.next_state, b.next_state)
         and np.array_equal(a.reward, b.reward)
-        and a.start_state == b.start_state
+        and int(a.start_state) == int(b.start_state)
     ):
         raise ValueError("env must be the environment the samples were drawn on (it differs)")
 
@@ -240,6 +428,24 @@ def env_from_datatree(dt):
     )
 
 
+def trajectory_states(dt):
+    """The whole sampled paths, the start state included.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        From :func:`to_datatree`.
+
+    Returns
+    -------
+    xarray.DataArray, shape (chain, draw, step = 0..T)
+        ``dt["posterior"]["states"]`` (steps 1..T) with the start state prepended.
+    """
+    states = _group(dt, "posterior")["states"]
+    start = xr.full_like(states.isel(step=[0]), int(dt.attrs["start_state"]))
+    return xr.concat([start.assign_coords(step=[0]), states], dim="step")
+
+
 def _group(dt, name):
     if not isinstance(dt, xr.DataTree):
         raise TypeError(f"dt must be an xarray.DataTree from to_datatree, got {type(dt).__name__}")
@@ -248,86 +454,214 @@ def _group(dt, name):
     return dt[name].to_dataset()
 
 
+# ----------------------------------------------------------------------------- summaries
+
+
 def _indicators(dt):
     """``return`` (chain, draw) and ``at_best`` (chain, draw, step = 1..T) as one Dataset."""
     posterior = _group(dt, "posterior")
-    at_best = (
-        (posterior["states"] == dt.attrs["best_state"]).astype(float).isel(step=slice(1, None))
-    )
+    at_best = (posterior["states"] == dt.attrs["best_state"]).astype(float)
     return xr.Dataset({"return": posterior["return"], "at_best": at_best})
 
 
-def summary(dt):
-    """Convergence summary of the return and of being at the best cell at each step.
+def _where(dt, step, state):
+    """``"occupancy[t=1, cell=(4, 1)]"`` on a grid, ``"occupancy[t=1, state=6]"`` otherwise."""
+    if "constant_data" in dt.children and "grid" in dt["constant_data"]:
+        width = dt["constant_data"]["grid"].shape[1]
+        row, col = divmod(int(state), width)
+        return f"occupancy[t={int(step)}, cell=({row}, {col})]"
+    return f"occupancy[t={int(step)}, state={int(state)}]"
+
+
+def _worst_occupancy(dt):
+    """(r_hat, step, state) of the occupancy indicator with the largest R-hat, or None."""
+    states = trajectory_states(dt).values
+    n_states = _group(dt, "constant_data").sizes["state"]
+    r_hat = occupancy_r_hat(states, n_states)
+    if np.isnan(r_hat).all():  # nothing varies, or R-hat undefined (one chain, < 4 draws)
+        return None
+    step, state = np.unravel_index(np.nanargmax(r_hat), r_hat.shape)
+    return float(r_hat[step, state]), int(step), int(state)
+
+
+def summary(dt, r_hat_threshold=R_HAT_THRESHOLD):
+    """Convergence summary: the return, being at the best cell, and the worst-mixing occupancy.
 
     Through :func:`arviz_stats.summary`: mean, sd, bulk and tail ESS, R-hat and the MCSE of
-    the mean and sd, for the return and for the indicators ``at_best[t]`` (the probability of
-    being at the best cell, ``dt.attrs["best_state"]``, at step t = 1..T). Indicators that are
-    constant over all draws have NaN ESS and R-hat.
+    the mean and sd, for
+
+    - ``"return"``;
+    - ``"at_best[t]"``: the indicator of being at the best cell (``dt.attrs["best_state"]``)
+      at step t = 1..T;
+    - one row for the state-occupancy indicator ``1[states[t] == s]`` (over all steps t and
+      states s where it varies) with the largest rank-normalised R-hat, named after where it
+      occurs, e.g. ``"occupancy[t=1, cell=(4, 1)]"`` (``"occupancy[t=1, state=6]"`` off a
+      grid). Chains that sit on different routes with the same return have a return R-hat
+      near 1 but are caught here. When no indicator has an R-hat (every draw takes the same
+      path, or one chain only) the row is ``"occupancy[no R-hat]"`` with NaN statistics.
+
+    Indicators that are constant over all draws have NaN ESS and R-hat.
 
     Parameters
     ----------
     dt : xarray.DataTree
         From :func:`to_datatree`.
+    r_hat_threshold : float, default 1.01
+        R-hat above it is flagged (``table.attrs["flagged"]``).
 
     Returns
     -------
     pandas.DataFrame
-        One row per quantity (``"return"``, ``"at_best[1]"``, ...), columns
-        ``mean, sd, ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd``.
+        One row per quantity (``"return"``, ``"at_best[1]"``, ..., ``"at_best[T]"``, then the
+        occupancy row), columns ``mean, sd, ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd``.
+        ``table.attrs``: ``worst_r_hat`` (float, the largest R-hat of all the rows and of
+        every varying occupancy indicator; NaN when none is defined), ``worst_r_hat_at``
+        (str, the row it occurs in), ``r_hat_threshold`` and ``flagged`` (bool,
+        ``worst_r_hat > r_hat_threshold``).
     """
+    r_hat_threshold = _check_threshold(r_hat_threshold)
     data = _indicators(dt)
+    worst = _worst_occupancy(dt)
+    if worst is None:
+        name = "occupancy[no R-hat]"
+        occupancy = xr.zeros_like(data["return"])
+    else:
+        _, step, state = worst
+        name = _where(dt, step, state)
+        occupancy = (trajectory_states(dt).sel(step=step) == state).astype(float)
+    data[name] = occupancy.drop_vars("step", errors="ignore")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        table = azs.summary(data, kind="all", round_to="none", sample_dims=["chain", "draw"])
-    return table[SUMMARY_COLUMNS]
+        table = azs.summary(data, kind="all", round_to="none", sample_dims=_SAMPLE_DIMS)
+    table = table[SUMMARY_COLUMNS]
+    if worst is None:
+        table.loc[name] = np.nan
+    r_hat = table["r_hat"].astype(float)
+    if r_hat.notna().any():
+        worst_at = str(r_hat.idxmax())
+        worst_value = float(r_hat.max())
+    else:
+        worst_at, worst_value = "", float("nan")
+    table.attrs.update(
+        worst_r_hat=worst_value,
+        worst_r_hat_at=worst_at,
+        r_hat_threshold=r_hat_threshold,
+        flagged=bool(worst_value > r_hat_threshold),
+    )
+    return table
 
 
-def compare_to_exact(dt, exact=None):
-    """Distance of the sampled trajectories to the exact posterior.
+def _check_threshold(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1.0:
+        raise ValueError(f"r_hat_threshold must be a number >= 1, got {value!r}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- against exact
+
+
+def compare_to_exact(dt, exact=None, *, key=None, replicates=REFERENCE_REPLICATES):
+    """Distance of the sampled trajectories to the exact posterior, and whether it is too large.
 
     Parameters
     ----------
     dt : xarray.DataTree
         From :func:`to_datatree`.
     exact : ExactPosterior, optional
-        Defaults to the tree's ``exact`` group.
+        Defaults to the tree's ``exact`` group; the thresholds need the exact sampler, so the
+        :class:`ExactPosterior` is then rebuilt with ``pgm_rl.solve(env_from_datatree(dt),
+        horizon, beta)`` (and checked against the group).
+    key : jax PRNG key, optional
+        Key of the reference draws; default ``jax.random.key(0)`` (same tree, same answer).
+    replicates : int, default 32
+        Number R of reference sets of exact iid draws.
 
     Returns
     -------
     xarray.Dataset
-        ``tv`` (step): TV distance of the empirical state marginals at each step 0..T;
+        ``tv`` (step = 0..T): TV distance of the empirical state marginals at each step;
         ``mean_tv``: its mean over the T + 1 steps; ``max_tv``; ``expected_return``,
         ``exact_expected_return``, ``expected_return_error`` (sampled - exact) and
         ``expected_return_mcse`` (MCSE of the sampled mean, arviz-stats); ``ess_bulk`` of the
-        return; ``max_r_hat``, the largest R-hat of the return and the ``at_best`` indicators
-        of :func:`summary` (NaN ones skipped).
+        return; ``max_r_hat``, the largest R-hat of the return, the ``at_best`` indicators and
+        every varying occupancy indicator (NaN ones skipped; where it occurs is in
+        ``attrs["max_r_hat_at"]``, as in :func:`summary`);
+        ``n_ref_tv``, ``n_ref_return``: the reference sample sizes (below);
+        ``tv_threshold``, ``max_tv_threshold``, ``return_error_threshold`` and ``disagrees``
+        (bool): ``mean_tv > tv_threshold`` or ``max_tv > max_tv_threshold`` or
+        ``|expected_return_error| > return_error_threshold``.
+
+    Notes
+    -----
+    The thresholds are what the exact iid sampler shows at the same number of *effective*
+    draws: R sets (``replicates``, fixed ``key``) of ``n_ref`` exact iid trajectories give R
+    values of the mean TV, the max TV and the absolute return error; each threshold is their
+    mean + 4 sd over the R sets. A run that matches the posterior as well as ``n_ref`` iid
+    draws would exceeds it rarely; a run that misses part of the posterior exceeds it.
+
+    ``n_ref`` must be the effective size of the run, not its number of draws, or every
+    correct but autocorrelated MCMC run would be flagged:
+
+    - for the return error, ``n_ref_return`` = the bulk ESS of the return (the same ESS as
+      its MCSE);
+    - for the TV distances, ``n_ref_tv`` is the TV-equivalent ESS of the occupancy
+      indicators 1[states[t] == s] (steps 1..T, the ones that vary). The expected TV is
+      ``0.5 * sum_i sqrt(p_i (1 - p_i) / ess_i)`` (to first order, up to a common factor), so
+      ``n_ref_tv`` solves ``sum_i w_i / sqrt(n_ref) = sum_i w_i / sqrt(ess_i)`` with
+      ``w_i = sqrt(p_i (1 - p_i))``: the iid sample size with the same expected TV. The
+      return's ESS alone would be wrong both ways: chains stuck on different routes of equal
+      return have a large return ESS (too strict only by luck), and a kernel whose return
+      mixes faster than its positions would be flagged although correct.
+
+    Both are capped at the number of draws and floored at ``min(20, draws)``: ESS estimates
+    of a few units are themselves unreliable, and a run is never excused below the accuracy
+    of 20 iid draws. Stuck chains make the ESS small and so the thresholds wide; they are
+    caught by R-hat (:func:`problems`) rather than here.
     """
     posterior = _group(dt, "posterior")
     n_states = _group(dt, "constant_data").sizes["state"]
-    if exact is None:
-        reference = _group(dt, "exact")
-        marginals = reference["state_marginals"].values
-        exact_return = float(reference["expected_return"])
-    else:
-        if not isinstance(exact, ExactPosterior):
-            raise TypeError(f"exact must be a pgm_rl.ExactPosterior, got {type(exact).__name__}")
-        if exact.horizon != dt.attrs["horizon"] or exact.mdp.n_states != n_states:
-            raise ValueError(
-                f"exact is for horizon={exact.horizon} with {exact.mdp.n_states} states; dt has "
-                f"horizon={dt.attrs['horizon']} with {n_states} states"
-            )
-        marginals = np.asarray(exact.state_marginals)
-        exact_return = float(exact.expected_return)
-    empirical = empirical_state_marginals(posterior["states"].values, n_states)
-    tv = tv_distance(empirical, marginals)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 2:
+        raise ValueError(f"replicates must be an int >= 2, got {replicates!r}")
+    key = jax.random.key(0) if key is None else check_key(key)
+    exact = _reference_posterior(dt, exact, n_states)
+    marginals = np.asarray(exact.state_marginals)
+    exact_return = float(exact.expected_return)
+
+    states = trajectory_states(dt).values
+    num_draws = states.shape[0] * states.shape[1]
+    tv = tv_distance(empirical_state_marginals(states, n_states), marginals)
     returns = posterior["return"]
     sampled_return = float(returns.mean())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mcse = float(azs.mcse(returns, sample_dims=["chain", "draw"], method="mean"))
-        ess = float(azs.ess(returns, sample_dims=["chain", "draw"], method="bulk"))
-        rhat = float(_indicators(dt).azstats.rhat(sample_dims=["chain", "draw"]).to_array().max())
+        mcse = float(azs.mcse(returns, sample_dims=_SAMPLE_DIMS, method="mean"))
+        ess = float(azs.ess(returns, sample_dims=_SAMPLE_DIMS, method="bulk"))
+        rhat = _indicators(dt).azstats.rhat(sample_dims=_SAMPLE_DIMS)
+    r_hats = {"return": float(rhat["return"])}
+    for step, value in zip(rhat["at_best"]["step"].values, rhat["at_best"].values, strict=True):
+        r_hats[f"at_best[{int(step)}]"] = float(value)
+    worst = _worst_occupancy(dt)
+    if worst is not None:
+        r_hats[_where(dt, worst[1], worst[2])] = worst[0]
+    finite = {name: value for name, value in r_hats.items() if np.isfinite(value)}
+    max_at = max(finite, key=finite.get) if finite else ""
+    max_r_hat = finite[max_at] if finite else float("nan")
+
+    floor = min(MIN_REFERENCE_DRAWS, num_draws)
+    n_tv = _tv_equivalent_ess(states, n_states, num_draws)
+    n_tv = int(max(min(n_tv, num_draws), floor))
+    n_ret = int(max(min(ess if np.isfinite(ess) else floor, num_draws), floor))
+    reference = _reference_spread(exact, key, replicates, n_tv, n_ret, marginals, exact_return)
+    thresholds = {
+        name: float(values.mean() + REFERENCE_Z * values.std(ddof=1))
+        for name, values in reference.items()
+    }
+    error = sampled_return - exact_return
+    disagrees = bool(
+        tv.mean() > thresholds["mean_tv"]
+        or tv.max() > thresholds["max_tv"]
+        or abs(error) > thresholds["return_error"]
+    )
     return xr.Dataset(
         {
             "tv": ("step", tv),
@@ -335,10 +669,141 @@ def compare_to_exact(dt, exact=None):
             "max_tv": float(tv.max()),
             "expected_return": sampled_return,
             "exact_expected_return": exact_return,
-            "expected_return_error": sampled_return - exact_return,
+            "expected_return_error": error,
             "expected_return_mcse": mcse,
             "ess_bulk": ess,
-            "max_r_hat": rhat,
+            "max_r_hat": max_r_hat,
+            "n_ref_tv": n_tv,
+            "n_ref_return": n_ret,
+            "tv_threshold": thresholds["mean_tv"],
+            "max_tv_threshold": thresholds["max_tv"],
+            "return_error_threshold": thresholds["return_error"],
+            "disagrees": disagrees,
         },
         coords={"step": np.arange(tv.shape[0])},
+        attrs={"max_r_hat_at": max_at, "replicates": replicates, "reference_z": REFERENCE_Z},
     )
+
+
+def _reference_posterior(dt, exact, n_states):
+    horizon, beta = int(dt.attrs["horizon"]), float(dt.attrs["beta"])
+    if exact is not None:
+        if not isinstance(exact, ExactPosterior):
+            raise TypeError(f"exact must be a pgm_rl.ExactPosterior, got {type(exact).__name__}")
+        if exact.horizon != horizon or exact.mdp.n_states != n_states:
+            raise ValueError(
+                f"exact is for horizon={exact.horizon} with {exact.mdp.n_states} states; dt has "
+                f"horizon={horizon} with {n_states} states"
+            )
+        return exact
+    group = _group(dt, "exact")
+    from pgm_rl.exact import solve
+
+    exact = solve(env_from_datatree(dt), horizon, beta)
+    if not np.allclose(exact.state_marginals, group["state_marginals"].values, atol=1e-6):
+        raise ValueError(
+            "dt's exact group does not match the exact posterior of its own environment; pass "
+            "exact explicitly"
+        )
+    return exact
+
+
+def _tv_equivalent_ess(states, n_states, num_draws):
+    """The iid sample size whose expected TV matches the run's (see compare_to_exact)."""
+    indicators, (steps, _) = _varying_indicators(states, n_states)
+    keep = steps > 0
+    if not keep.any():
+        return num_draws
+    indicators = indicators[keep]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # bulk ESS of a 0/1 variable = ESS of its mean (rank normalisation is affine on it)
+        ess = array_stats.ess(indicators, chain_axis=1, draw_axis=2, method="mean")
+    p = indicators.mean(axis=(1, 2))
+    weight = np.sqrt(p * (1.0 - p))
+    ess = np.clip(np.where(np.isfinite(ess), ess, 1.0), 1.0, num_draws)
+    return float((weight.sum() / (weight / np.sqrt(ess)).sum()) ** 2)
+
+
+def _reference_spread(exact, key, replicates, n_tv, n_ret, marginals, exact_return):
+    """Mean TV, max TV and |return error| of ``replicates`` sets of exact iid draws, (R,) each."""
+    n_max = max(n_tv, n_ret)
+    n_states = marginals.shape[1]
+    out = {"mean_tv": [], "max_tv": [], "return_error": []}
+    for replicate_key in jax.random.split(key, replicates):
+        draws = exact.sample(replicate_key, n_max)
+        states = np.asarray(draws["states"])[:n_tv]
+        tv = tv_distance(empirical_state_marginals(states, n_states), marginals)
+        out["mean_tv"].append(tv.mean())
+        out["max_tv"].append(tv.max())
+        returns = np.asarray(draws["rewards"])[:n_ret].sum(axis=-1)
+        out["return_error"].append(abs(returns.mean() - exact_return))
+    return {name: np.asarray(values) for name, values in out.items()}
+
+
+def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD):
+    """Every problem found with a run, one human-readable line each (empty: none found).
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        From :func:`to_datatree`.
+    comparison : xarray.Dataset, optional
+        From :func:`compare_to_exact`; adds a line for each distance above its threshold.
+    r_hat_threshold : float, default 1.01
+
+    Returns
+    -------
+    list of str
+        - the worst R-hat over the return, ``at_best[t]`` and the occupancy indicators when it
+          is above ``r_hat_threshold``, naming where and giving the per-chain means;
+        - given ``comparison``: ``"disagrees with the exact posterior: mean TV X > threshold
+          Y ..."`` for the mean TV, the max TV and the return error that exceed their
+          thresholds.
+    """
+    table = summary(dt, r_hat_threshold)
+    lines = []
+    if table.attrs["flagged"]:
+        where = table.attrs["worst_r_hat_at"]
+        per_chain = _per_chain_means(dt, where)
+        lines.append(
+            f"R-hat {table.attrs['worst_r_hat']:.3f} > {table.attrs['r_hat_threshold']:g} at "
+            f"{where}: the chains disagree (per-chain means {per_chain}); run longer or use a "
+            "kernel that mixes better"
+        )
+    if comparison is not None:
+        if not isinstance(comparison, xr.Dataset) or "tv_threshold" not in comparison:
+            raise TypeError("comparison must be the xarray.Dataset of compare_to_exact")
+        n_tv, n_ret = int(comparison["n_ref_tv"]), int(comparison["n_ref_return"])
+        checks = [
+            ("mean TV", float(comparison["mean_tv"]), float(comparison["tv_threshold"]), n_tv),
+            ("max TV", float(comparison["max_tv"]), float(comparison["max_tv_threshold"]), n_tv),
+            (
+                "|E[return] error|",
+                abs(float(comparison["expected_return_error"])),
+                float(comparison["return_error_threshold"]),
+                n_ret,
+            ),
+        ]
+        for label, value, threshold, n_ref in checks:
+            if value > threshold:
+                lines.append(
+                    f"disagrees with the exact posterior: {label} {value:.4g} > threshold "
+                    f"{threshold:.4g} (what {n_ref} exact iid draws reach, mean + "
+                    f"{REFERENCE_Z:g} sd)"
+                )
+    return lines
+
+
+def _per_chain_means(dt, row):
+    posterior = _group(dt, "posterior")
+    if row == "return":
+        values = posterior["return"]
+    elif row.startswith("at_best["):
+        step = int(row[len("at_best[") : -1])
+        values = posterior["states"].sel(step=step) == dt.attrs["best_state"]
+    else:
+        _, step, state = _worst_occupancy(dt)
+        values = trajectory_states(dt).sel(step=step) == state
+    means = values.astype(float).mean("draw").values
+    return ", ".join(f"{value:.3g}" for value in means)

@@ -12,15 +12,16 @@ from numpyro.infer import MCMC
 
 import pgm_rl
 from pgm_rl import TabularMDP, rollout
-from pgm_rl.cli import run_kernel
 from pgm_rl.diagnostics import (
     best_state,
     compare_to_exact,
+    empirical_state_marginals,
     env_from_datatree,
     summary,
     to_datatree,
+    trajectory_states,
+    tv_distance,
 )
-from pgm_rl.exact import empirical_state_marginals, tv_distance
 from pgm_rl.kernels import TrajectoryMH
 
 HORIZON, BETA = 4, 0.5
@@ -36,10 +37,22 @@ def exact(env):
     return pgm_rl.solve(env, HORIZON, BETA)
 
 
+def run_mcmc(kernel, env, horizon, beta, chains, warmup, samples, seed=0, extra_fields=()):
+    mcmc = MCMC(
+        kernel(pgm_rl.trajectory_model),
+        num_warmup=warmup,
+        num_samples=samples,
+        num_chains=chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(seed), env, horizon, beta, extra_fields=extra_fields)
+    return mcmc
+
+
 @pytest.fixture(scope="module")
 def mcmc(env):
-    mcmc, _ = run_kernel("trajectory-mh", env, HORIZON, BETA, chains=2, warmup=100, samples=300)
-    return mcmc
+    return run_mcmc(TrajectoryMH, env, HORIZON, BETA, 2, 100, 300, extra_fields=("accept_prob",))
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +66,17 @@ def test_mcmc_tree_layout(tree, mcmc, env, exact):
     assert post["states"].dims == ("chain", "draw", "step")
     assert post["rewards"].dims == ("chain", "draw", "time")
     assert post["return"].dims == ("chain", "draw")
-    assert post.sizes == {"chain": 2, "draw": 300, "time": HORIZON, "step": HORIZON + 1}
-    np.testing.assert_array_equal(post["step"].values, np.arange(HORIZON + 1))
+    # the constant start (step 0) stays out of the posterior: steps 1..T, the states entered
+    assert post.sizes == {"chain": 2, "draw": 300, "time": HORIZON, "step": HORIZON}
+    np.testing.assert_array_equal(post["step"].values, np.arange(1, HORIZON + 1))
     samples = mcmc.get_samples(group_by_chain=True)
     np.testing.assert_array_equal(post["actions"].values, samples["actions"])
     states, rewards = rollout(env, samples["actions"])
-    np.testing.assert_array_equal(post["states"].values, states)
+    np.testing.assert_array_equal(post["states"].values, states[..., 1:])
+    full = trajectory_states(tree)
+    assert full.dims == ("chain", "draw", "step")
+    np.testing.assert_array_equal(full["step"].values, np.arange(HORIZON + 1))
+    np.testing.assert_array_equal(full.values, states)
     np.testing.assert_allclose(post["return"].values, np.asarray(rewards).sum(-1))
     stats = tree["sample_stats"]
     assert stats["acceptance_rate"].dims == ("chain", "draw")
@@ -79,7 +97,19 @@ def test_mcmc_tree_layout(tree, mcmc, env, exact):
 
 @pytest.mark.filterwarnings("ignore:Some donated buffers")
 def test_builtin_kernel_stats_are_named(env):
-    mcmc, _ = run_kernel("mixed-hmc", env, HORIZON, BETA, chains=2, warmup=20, samples=30)
+    from numpyro.infer import HMC, MixedHMC
+
+    mcmc = MCMC(
+        MixedHMC(HMC(pgm_rl.trajectory_model, trajectory_length=1.2), num_discrete_updates=20),
+        num_warmup=20,
+        num_samples=30,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    mcmc.run(
+        jax.random.key(0), env, HORIZON, BETA, extra_fields=("accept_prob", "hmc_state.diverging")
+    )
     stats = to_datatree(mcmc, env)["sample_stats"]
     assert set(stats.data_vars) == {"acceptance_rate", "diverging"}
     assert stats["acceptance_rate"].shape == (2, 30)
@@ -89,7 +119,7 @@ def test_from_dict_one_chain_and_many(env, exact):
     draws = exact.sample(jax.random.key(3), 50)
     one = to_datatree(draws, env, exact)
     assert one["posterior"].sizes["chain"] == 1 and one["posterior"].sizes["draw"] == 50
-    np.testing.assert_array_equal(one["posterior"]["states"].values[0], draws["states"])
+    np.testing.assert_array_equal(trajectory_states(one).values[0], draws["states"])
     np.testing.assert_allclose(one["posterior"]["rewards"].values[0], draws["rewards"])
     many = to_datatree(
         {"actions": np.asarray(draws["actions"]).reshape(5, 10, HORIZON)}, env, beta=BETA
@@ -111,7 +141,9 @@ def test_from_dict_bad_input(env, exact):
     with pytest.raises(ValueError, match="horizon"):
         to_datatree({"actions": actions}, env, exact, horizon=HORIZON + 1)
     with pytest.raises(ValueError, match="log_weights"):
-        to_datatree({"actions": actions, "log_weights": np.zeros(3)}, env, exact)
+        to_datatree({"actions": actions, "log_weights": np.zeros((3, 1))}, env, exact)
+    with pytest.raises(TypeError, match="key"):
+        to_datatree({"actions": actions}, env, exact, key=jax.random.key(0))
     with pytest.raises(ValueError, match="rollout"):
         to_datatree({"actions": actions, "states": np.zeros((3, HORIZON + 1), int) + 1}, env, exact)
     with pytest.raises(ValueError, match="horizon"):
@@ -125,7 +157,7 @@ def test_from_dict_bad_input(env, exact):
 def test_mcmc_env_must_match(mcmc):
     with pytest.raises(ValueError, match="env must be the environment"):
         to_datatree(mcmc, random_grid(2, (3, 3)))
-    with pytest.raises(TypeError, match="horizon and beta"):
+    with pytest.raises(TypeError, match="horizon, beta and key"):
         to_datatree(mcmc, mcmc._args[0], beta=1.0)
 
 
@@ -154,7 +186,10 @@ def test_summary_agrees_with_arviz_stats(tree):
             assert row["mcse_mean"] == pytest.approx(
                 float(azs.mcse(at, sample_dims=dims, method="mean"))
             )
-    assert len(table) == HORIZON + 1
+    assert len(table) == HORIZON + 2  # return, at_best[1..T], the worst occupancy indicator
+    assert table.index[-1].startswith("occupancy[t=")
+    assert table.attrs["worst_r_hat"] == pytest.approx(table["r_hat"].max())
+    assert table.attrs["worst_r_hat_at"] == table["r_hat"].astype(float).idxmax()
     assert list(table.columns) == [
         "mean",
         "sd",
@@ -169,7 +204,7 @@ def test_summary_agrees_with_arviz_stats(tree):
 def test_compare_to_exact_matches_direct_computation(tree, env, exact):
     comparison = compare_to_exact(tree, exact)
     direct = tv_distance(
-        empirical_state_marginals(tree["posterior"]["states"].values, env.n_states),
+        empirical_state_marginals(trajectory_states(tree).values, env.n_states),
         exact.state_marginals,
     )
     np.testing.assert_allclose(comparison["tv"].values, direct)
@@ -194,6 +229,7 @@ def test_exact_draws_are_close_to_exact(env, exact):
         comparison["expected_return_mcse"]
     )
     assert float(comparison["max_r_hat"]) < 1.01
+    assert not bool(comparison["disagrees"])
 
 
 def test_compare_to_exact_bad_input(tree, env):
@@ -219,7 +255,13 @@ def test_env_round_trip(tree, env):
     rebuilt = env_from_datatree(tabular)
     assert type(rebuilt) is TabularMDP and rebuilt.start_state == 2
     np.testing.assert_array_equal(rebuilt.reward, mdp.reward)
-    assert len(summary(tabular)) == HORIZON + 1
+    table = summary(tabular)  # one chain: no R-hat anywhere
+    assert len(table) == HORIZON + 2 and table.index[-1] == "occupancy[no R-hat]"
+    assert np.isnan(table.attrs["worst_r_hat"]) and not table.attrs["flagged"]
+    two_chains = {"actions": np.asarray(exact.sample(jax.random.key(1), 40)["actions"])}
+    two_chains["actions"] = two_chains["actions"].reshape(2, 20, HORIZON)
+    table = summary(to_datatree(two_chains, mdp, exact))
+    assert table.index[-1].startswith("occupancy[t=") and "state=" in table.index[-1]
 
 
 def test_best_state_is_the_goal_cell():
@@ -250,6 +292,7 @@ def test_to_datatree_when_arviz_base_is_imported_before_numpyro(tmp_path):
         "            num_samples=5, num_chains=2, chain_method='vectorized', progress_bar=False)\n"
         "mcmc.run(jax.random.key(0), env, 2, 0.5)\n"
         "print(dict(pgm_rl.diagnostics.to_datatree(mcmc, env)['posterior'].sizes))\n"
+        "print(dict(arviz_base.from_numpyro(mcmc)['posterior'].sizes))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
