@@ -4,6 +4,7 @@ Every function takes a DataTree from :func:`pgm_rl.diagnostics.to_datatree` (or 
 :func:`pgm_rl.diagnostics.compare_to_exact`), returns the matplotlib ``Figure`` (an ArviZ
 ``PlotCollection`` for :func:`plot_rank` and :func:`plot_trace`) and, given ``save``, writes it
 as PNG or SVG (chosen by the file extension). The grid pictures need a GridWorld's tree.
+:func:`write_plots` writes the standard set (:data:`PLOT_FILES`) into a folder.
 """
 
 import os
@@ -11,11 +12,23 @@ import os
 import arviz_plots as azp
 import matplotlib.pyplot as plt
 import numpy as np
+import xarray as xr
 from matplotlib import colors, patches, patheffects
 
+from pgm_rl.diagnostics import trajectory_states
 from pgm_rl.exact import ExactPosterior
 
-__all__ = ["plot_occupancy", "plot_rank", "plot_trace", "plot_trajectories", "plot_tv"]
+__all__ = [
+    "PLOT_FILES",
+    "plot_occupancy",
+    "plot_rank",
+    "plot_trace",
+    "plot_trajectories",
+    "plot_tv",
+    "write_plots",
+]
+
+PLOT_FILES = ("occupancy.png", "trajectories.png", "rank.png", "trace.png")
 
 DPI = 100
 SAVE_FORMATS = (".png", ".svg")
@@ -43,7 +56,7 @@ def plot_occupancy(dt, exact=None, save=None):
     """
     grid = _grid(dt)
     height, width = grid.shape
-    states = dt["posterior"]["states"].values  # (chains, draws, T + 1)
+    states = trajectory_states(dt).values  # (chains, draws, T + 1)
     counts = np.zeros(height * width)
     np.add.at(counts, states[..., 1:].reshape(-1), 1.0)
     sampled = (counts / np.prod(states.shape[:2])).reshape(height, width)
@@ -106,7 +119,7 @@ def plot_trajectories(dt, top=5, save=None):
         raise ValueError(f"top must be a positive int, got {top!r}")
     grid = _grid(dt)
     width = grid.shape[1]
-    states = dt["posterior"]["states"].values
+    states = trajectory_states(dt).values  # (chains, draws, T + 1)
     paths, counts = np.unique(states.reshape(-1, states.shape[-1]), axis=0, return_counts=True)
     order = np.argsort(-counts, kind="stable")[:top]
     total = counts.sum()
@@ -205,14 +218,63 @@ def plot_tv(comparisons, save=None):
     return _finish(fig, save)
 
 
-def plot_rank(dt, save=None):
-    """ArviZ rank plot (fractional-rank ECDFs per chain) of the return; returns a PlotCollection."""
+def plot_rank(dt, save=None, seed=0):
+    """ArviZ rank plot of the return (rank-ECDF per chain minus uniform), ties broken at random.
+
+    The return of a discrete problem takes few values, so most draws are tied. ArviZ ranks
+    tied values by their position (chain 0 first), which makes even exact iid draws fail the
+    rank-ECDF test (p = 0.00). Here every draw gets a random tie-breaker (a fixed ``seed``)
+    before ranking: draws of equal return get ranks in random order, so chains that agree
+    look uniform and chains that disagree on the return still stand out.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        From :func:`~pgm_rl.diagnostics.to_datatree`.
+    save : str or os.PathLike, optional
+    seed : int, default 0
+        Seed of the tie-breaking draws.
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+        8 x 3.5 in at 100 dpi; x: fractional rank, y: ECDF minus uniform, one line per chain
+        with a chain legend, and ArviZ's multi-chain uniformity test (its p-value shown); a
+        single chain gets the simultaneous envelope instead.
+    """
     _check_tree(dt)
-    pc = azp.plot_rank(
-        dt, var_names=["return"], backend="matplotlib", figure_kwargs={"figsize": FIGSIZE_ARVIZ}
+    returns = dt["posterior"]["return"]
+    if returns.sizes.get("chain", 0) * returns.sizes.get("draw", 0) < 2:
+        raise ValueError("plot_rank needs at least 2 draws")
+    values = returns.transpose("chain", "draw").values
+    tie_breaker = np.random.default_rng(seed).random(values.shape)
+    order = np.lexsort((tie_breaker.ravel(), values.ravel()))
+    ranks = np.empty(values.size)
+    ranks[order] = np.arange(1, values.size + 1)
+    ranked = xr.DataArray(
+        ranks.reshape(values.shape),
+        dims=("chain", "draw"),
+        coords={"chain": returns["chain"].values, "draw": returns["draw"].values},
     )
-    title = f"Rank ECDF of the return per chain, minus uniform ({_problem_label(dt)})"
-    return _finish_collection(pc, title, "fractional rank", save)
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset({"return": ranked})})
+    pc = azp.plot_rank(
+        tree,
+        backend="matplotlib",
+        figure_kwargs={"figsize": FIGSIZE_ARVIZ},
+        aes={"color": ["chain"]},
+        # the multi-chain test needs 2 chains; one chain gets the simultaneous envelope
+        method="mtc_c" if ranked.sizes["chain"] >= 2 else "envelope",
+    )
+    pc.add_legend("chain", title="chain")
+    title = (
+        f"Rank ECDF of the return per chain, minus uniform\n"
+        f"(ties broken at random; {_problem_label(dt)})"
+    )
+    pc = _finish_collection(pc, title, "fractional rank of the return", None)
+    ax = pc.get_viz("figure").axes[0]
+    ax.set_ylabel("ECDF minus uniform")
+    _save_collection(pc, save)
+    return pc
 
 
 def plot_trace(dt, save=None):
@@ -225,12 +287,52 @@ def plot_trace(dt, save=None):
         figure_kwargs={"figsize": FIGSIZE_ARVIZ},
         visuals={"trace": {"linewidth": 0.7, "alpha": 0.8}},
     )
-    return _finish_collection(pc, f"Return per draw ({_problem_label(dt)})", "draw", save)
+    pc = _finish_collection(pc, f"Return per draw ({_problem_label(dt)})", "draw", None)
+    fig = pc.get_viz("figure")
+    for ax in fig.axes:
+        if ax.get_xlabel() == "draw" or not ax.get_ylabel():
+            ax.set_ylabel("return")
+    _save_collection(pc, save)
+    return pc
+
+
+def write_plots(dt, folder, exact=None):
+    """Write :data:`PLOT_FILES` for ``dt`` into ``folder`` (grid pictures only for a GridWorld).
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        From :func:`~pgm_rl.diagnostics.to_datatree`.
+    folder : str or os.PathLike
+        Created if missing; existing files of the same names are replaced.
+    exact : ExactPosterior, optional
+        For the occupancy picture (defaults to the tree's ``exact`` group).
+
+    Returns
+    -------
+    list of str
+        The paths written, in :data:`PLOT_FILES` order.
+    """
+    _check_tree(dt)
+    os.makedirs(folder, exist_ok=True)
+    has_grid = "constant_data" in dt.children and "grid" in dt["constant_data"]
+    jobs = [
+        ("occupancy.png", lambda path: plot_occupancy(dt, exact, save=path), has_grid),
+        ("trajectories.png", lambda path: plot_trajectories(dt, save=path), has_grid),
+        ("rank.png", lambda path: plot_rank(dt, save=path), True),
+        ("trace.png", lambda path: plot_trace(dt, save=path), True),
+    ]
+    written = []
+    for filename, draw, wanted in jobs:
+        if wanted:
+            path = os.path.join(folder, filename)
+            draw(path)
+            plt.close("all")
+            written.append(path)
+    return written
 
 
 def _check_tree(dt):
-    import xarray as xr
-
     if not isinstance(dt, xr.DataTree) or "posterior" not in dt.children:
         raise TypeError("dt must be an xarray.DataTree from pgm_rl.diagnostics.to_datatree")
 
@@ -319,9 +421,13 @@ def _finish_collection(pc, title, xlabel, save):
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     fig.set_layout_engine("constrained")
-    if save is not None:
-        fig.savefig(_check_save_path(save), dpi=DPI)
+    _save_collection(pc, save)
     return pc
+
+
+def _save_collection(pc, save):
+    if save is not None:
+        pc.get_viz("figure").savefig(_check_save_path(save), dpi=DPI)
 
 
 def _check_save_path(path):

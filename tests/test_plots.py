@@ -84,8 +84,57 @@ def test_arviz_plots(problem, tmp_path, plot):
     _, _, tree = problem
     path = tmp_path / "arviz.png"
     collection = plot(tree, save=path)
-    assert collection.get_viz("figure") is not None
+    fig = collection.get_viz("figure")
+    assert fig is not None
     assert _png_shape(path) == (350, 800)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel()
+    if plot is plots.plot_rank:
+        labels = [text.get_text() for text in fig.legends[0].get_texts()]
+        assert labels == ["0", "1"]  # one entry per chain
+
+
+def _rank_p_value(collection):
+    texts = [t.get_text() for ax in collection.get_viz("figure").axes for t in ax.texts]
+    (text,) = [t for t in texts if t.startswith("p=")]
+    return float(text[2:].split("(")[0])
+
+
+def test_rank_plot_breaks_ties_at_random(tmp_path):
+    """Exact iid draws with a heavily tied return (a few distinct values): ArviZ's positional
+    tie-breaking shows p = 0.00; ranks with random tie-breaking look converged."""
+    import arviz_plots as azp
+
+    env = pgm_rl.GridWorld([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], (0, 0))
+    exact = pgm_rl.solve(env, 4, 0.5)
+    draws = exact.sample(jax.random.key(5), 4000)
+    tree = to_datatree({"actions": np.asarray(draws["actions"]).reshape(4, 1000, 4)}, env, exact)
+    assert np.unique(tree["posterior"]["return"].values).size <= 5
+    plain = azp.plot_rank(tree, var_names=["return"], backend="matplotlib")
+    assert _rank_p_value(plain) < 0.01
+    assert _rank_p_value(plots.plot_rank(tree)) > 0.01
+
+
+def test_plain_arviz_plots_run_on_the_tree(problem):
+    """The tree works with ArviZ's own functions as an ArviZ user calls them (the constant
+    start state used to crash plot_rank)."""
+    import arviz_plots as azp
+
+    _, _, tree = problem
+    azp.plot_rank(tree, backend="matplotlib")
+    azp.plot_trace(tree, backend="matplotlib")
+
+
+def test_write_plots(problem, tmp_path):
+    env, _, tree = problem
+    written = plots.write_plots(tree, tmp_path / "out")
+    assert [p.rsplit("/", 1)[1] for p in written] == list(plots.PLOT_FILES)
+    for path in written:
+        _png_shape(path)
+    mdp = pgm_rl.TabularMDP(env.next_state, env.reward, 0)
+    tabular = to_datatree(pgm_rl.solve(mdp, 3, 1.0).sample(jax.random.key(0), 20), mdp, beta=1.0)
+    written = plots.write_plots(tabular, tmp_path / "tabular")
+    assert [p.rsplit("/", 1)[1] for p in written] == ["rank.png", "trace.png"]
 
 
 def test_svg_and_bad_paths(problem, tmp_path):
