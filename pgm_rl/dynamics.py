@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pgm_rl._checks import check_index_array
+
 
 def rollout(mdp, actions, start_state=None):
     """Follow ``actions`` from the start state.
@@ -22,10 +24,13 @@ def rollout(mdp, actions, start_state=None):
     """
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
-    actions = jnp.asarray(actions)
+    actions = check_index_array(actions, "actions", "action ids")
+    if actions.ndim == 0:
+        raise ValueError(f"actions must have shape (..., T), got a scalar {actions!r}")
     _check_indices(actions, mdp.n_actions, "actions", "action ids")
     if start_state is not None:
-        _check_indices(jnp.asarray(start_state), mdp.n_states, "start_state", "state indices")
+        start_state = check_index_array(start_state, "start_state", "state indices")
+        _check_indices(start_state, mdp.n_states, "start_state", "state indices")
     if start_state is None:
         start_state = mdp.start_state
     s0 = jnp.broadcast_to(jnp.asarray(start_state, next_state.dtype), actions.shape[:-1])

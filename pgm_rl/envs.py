@@ -16,9 +16,13 @@ import os
 import jax
 import numpy as np
 
+from pgm_rl._checks import INT32_MAX, check_fits_in_memory
+
 ACTION_NAMES = ("up", "down", "left", "right", "stay")
 # (d_row, d_col) of each action, indexed by action id.
 ACTION_MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)])
+# Peak bytes per cell while GridWorld builds its tables (measured 229 with tracemalloc).
+GRID_BYTES_PER_CELL = 240
 
 NOTEBOOK_GRID = (
     (-1, -1, -1, -10, -1, 10**4),
@@ -40,9 +44,17 @@ class TabularMDP:
     next_state : array_like of int, shape (S, A)
         ``next_state[s, a]`` is the state entered by taking action ``a`` in state ``s``.
     reward : array_like of float, shape (S, A)
-        ``reward[s, a]`` is the reward of that step (finite).
+        ``reward[s, a]`` is the reward of that step (finite real numbers; not bools).
     start_state : int
         Index of the start state, ``0 <= start_state < S``.
+
+    Raises
+    ------
+    TypeError
+        For non-integer ``next_state``, non-real or bool ``reward`` or a non-int start state.
+    ValueError
+        For mismatched shapes, out-of-range indices, non-finite rewards, or more than
+        2**31 - 1 states (state indices are int32).
     """
 
     def __init__(self, next_state, reward, start_state):
@@ -54,6 +66,11 @@ class TabularMDP:
         if not np.issubdtype(next_state.dtype, np.integer):
             raise TypeError(f"next_state must hold integers, got dtype {next_state.dtype}")
         n_states = next_state.shape[0]
+        if n_states > INT32_MAX:
+            raise ValueError(
+                f"next_state must have at most {INT32_MAX} rows (state indices are int32), "
+                f"got {n_states}"
+            )
         if next_state.min() < 0 or next_state.max() >= n_states:
             raise ValueError(f"next_state entries must lie in [0, {n_states}), the state indices")
         reward = _finite_float_array(reward, "reward")
@@ -106,13 +123,22 @@ class GridWorld(TabularMDP):
     Parameters
     ----------
     rewards : array_like, shape (H, W)
-        Finite reward of each cell.
+        Finite real reward of each cell (not bools).
     start : tuple of int
         ``(row, col)`` of the start cell.
+
+    Raises
+    ------
+    TypeError
+        For non-real or bool rewards or a start that is not a pair of ints.
+    ValueError
+        For a grid that is empty, not 2-D, holds NaN or inf, whose tables would not fit in
+        memory (about 240 bytes per cell while building) or that has 2**31 cells or more
+        (state indices are int32); or a start outside the grid.
     """
 
     def __init__(self, rewards, start):
-        grid = _finite_float_array(rewards, "rewards")
+        grid = _finite_float_array(rewards, "rewards", check_shape=_check_grid_size)
         if grid.size == 0:
             raise ValueError("rewards must be a non-empty (H, W) grid, got an empty one")
         if grid.ndim != 2:
@@ -200,18 +226,44 @@ def read_grid(path):
     return _finite_float_array(values, f"rewards in grid file {path!r}")
 
 
-def _finite_float_array(values, name):
+def _check_grid_size(shape):
+    """Refuse a grid of rewards whose GridWorld tables would not fit (before allocating them)."""
+    if len(shape) != 2:
+        return  # GridWorld reports the dimension
+    cells = shape[0] * shape[1]
+    if cells > INT32_MAX:
+        raise ValueError(
+            f"rewards must have fewer than 2**31 cells (state indices are int32), got a "
+            f"{shape[0]}x{shape[1]} grid of {cells} cells"
+        )
+    check_fits_in_memory(
+        cells * GRID_BYTES_PER_CELL,
+        "rewards",
+        f"<a {shape[0]}x{shape[1]} grid>",
+        f"the transition and reward tables of {cells} cells",
+        "use a smaller grid",
+    )
+
+
+def _finite_float_array(values, name, check_shape=None):
+    """``values`` as a float64 array of finite reals; ``check_shape(shape)`` runs before any copy."""
     try:
         raw = np.asarray(values)
     except ValueError:
         raise ValueError(
             f"{name} must be a rectangular array of finite numbers (rows of equal length)"
         ) from None
-    if raw.dtype.kind not in "biuf":
+    if raw.dtype.kind == "b":
+        raise TypeError(
+            f"{name} must be an array of finite real numbers, got bools (use 0.0 and 1.0)"
+        )
+    if raw.dtype.kind not in "iuf":
         raise TypeError(
             f"{name} must be an array of finite real numbers, got {raw.dtype} entries "
             f"from {type(values).__name__}"
         )
+    if check_shape is not None:
+        check_shape(raw.shape)
     array = raw.astype(float)
     if array.size and not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must hold finite numbers only (no NaN or inf)")

@@ -11,7 +11,6 @@ exact in float64 and accurate to ~1e-6 in float32.
 """
 
 import math
-import os
 from dataclasses import dataclass
 from functools import cached_property, partial
 
@@ -20,7 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax, random
 
-from pgm_rl._checks import check_beta, check_horizon, check_key, check_positive_int
+from pgm_rl._checks import (
+    check_beta,
+    check_fits_in_memory,
+    check_horizon,
+    check_index_array,
+    check_key,
+    check_no_overflow,
+    check_positive_int,
+    itemsize,
+)
 from pgm_rl._sampling import inverse_cdf_sample, positive_uniform
 from pgm_rl.dynamics import rollout
 from pgm_rl.model import check_env
@@ -85,7 +93,7 @@ class ExactPosterior:
         of any one action sequence (:meth:`log_prob`). 0 for a path that does not start at the
         start state or makes an impossible move.
         """
-        states = jnp.asarray(states)
+        states = check_index_array(states, "states", "state indices")
         if states.ndim == 0 or states.shape[-1] != self.horizon + 1:
             raise ValueError(
                 f"states must have shape (..., {self.horizon + 1}), got {states.shape}"
@@ -102,19 +110,19 @@ class ExactPosterior:
         check_key(key)
         num_samples = check_positive_int(num_samples, "num_samples")
         # actions, states, rewards and one uniform per draw and step (with slack)
-        needed = 5 * num_samples * (self.horizon + 1) * _itemsize()
-        if needed > _memory_limit():
-            raise ValueError(
-                f"num_samples={num_samples} draws of horizon {self.horizon} need about "
-                f"{needed / 2**30:.1f} GiB; at most {_memory_limit() / 2**30:.1f} GiB "
-                "(half of this machine's memory) is allowed: draw fewer samples per call"
-            )
+        check_fits_in_memory(
+            5 * num_samples * (self.horizon + 1) * itemsize(),
+            "num_samples",
+            num_samples,
+            f"{num_samples} draws of horizon {self.horizon}",
+            "draw fewer samples per call",
+        )
         actions, states, rewards = _sample(key, self.log_policy, self.mdp, num_samples)
         return {"actions": actions, "states": states, "rewards": rewards}
 
     def log_prob(self, actions):
         """Exact posterior log-probability of action sequences, (..., T) -> (...)."""
-        actions = jnp.asarray(actions)
+        actions = check_index_array(actions, "actions", "action ids")
         if actions.ndim == 0 or actions.shape[-1] != self.horizon:
             raise ValueError(f"actions must have shape (..., {self.horizon}), got {actions.shape}")
         states, _ = rollout(self.mdp, actions)  # checks dtype and range
@@ -135,6 +143,13 @@ def solve(env, horizon, beta):
     Returns
     -------
     ExactPosterior
+
+    Raises
+    ------
+    ValueError
+        If the (T, S, A) arrays would not fit in memory, or ``beta * max |reward|`` or a
+        horizon's total overflows the working dtype (float32 unless ``jax_enable_x64``;
+        the message says when float64 would hold it).
     """
     mdp, horizon, beta = _check_problem(env, horizon, beta)
     next_state = jnp.asarray(mdp.next_state)
@@ -166,14 +181,30 @@ def most_probable_path(env, horizon, beta):
     Q_t(s, a) = r(s, a) + V_{t+1}(s'(s, a)), V_t = max_a Q_t, then act greedily on Q from
     the start. Ties go to the lowest action id (at beta = 0 every path is a MAP path).
 
+    Parameters
+    ----------
+    env : TabularMDP
+    horizon : int
+        Number of actions T, 1 <= T <= 2**31 - 2, with the (T, S, A) values fitting in memory.
+    beta : float
+        Inverse temperature >= 0 (it does not change the MAP path for beta > 0).
+
     Returns
     -------
     actions : int array, shape (T,)
     states : int array, shape (T + 1,)
+
+    Raises
+    ------
+    ValueError
+        If the (T, S, A) values would not fit in memory, or the largest return
+        ``horizon * max |reward|`` overflows the working dtype.
     """
     mdp = check_env(env)
     horizon = check_horizon(horizon)
     check_beta(beta)
+    check_no_overflow(mdp.reward, horizon)
+    _check_fits(horizon, mdp.n_states, mdp.n_actions, copies=2)
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
 
@@ -196,36 +227,25 @@ def most_probable_path(env, horizon, beta):
 
 
 def _check_problem(env, horizon, beta):
-    """Validated ``(mdp, horizon, float beta)`` whose (T, S, A) arrays fit in memory."""
+    """Validated ``(mdp, horizon, float beta)`` whose (T, S, A) arrays fit in memory and whose
+    scaled rewards and totals fit in the working dtype."""
     mdp = check_env(env)
     horizon = check_horizon(horizon)
     beta = float(check_beta(beta))
-    check_fits_in_memory(horizon, mdp.n_states, mdp.n_actions)
+    check_no_overflow(mdp.reward, horizon, beta)
+    _check_fits(horizon, mdp.n_states, mdp.n_actions, copies=3)
     return mdp, horizon, beta
 
 
-def check_fits_in_memory(horizon, n_states, n_actions):
-    """Raise ``ValueError`` if the (T, S, A) arrays of :func:`solve` would not fit in memory."""
-    needed = 3 * horizon * n_states * n_actions * _itemsize()
-    if needed > _memory_limit():
-        raise ValueError(
-            f"horizon={horizon} with {n_states} states x {n_actions} actions needs about "
-            f"{needed / 2**30:.1f} GiB for the (T, S, A) policy; at most {_memory_limit() / 2**30:.1f} GiB "
-            "(half of this machine's memory) is allowed: use a shorter horizon or a smaller env"
-        )
-
-
-def _itemsize():
-    return 8 if jax.config.jax_enable_x64 else 4
-
-
-def _memory_limit():
-    """Half of this machine's physical memory, in bytes."""
-    try:
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        available = 8 * 2**30
-    return available // 2
+def _check_fits(horizon, n_states, n_actions, copies):
+    """Raise ``ValueError`` naming horizon if ``copies`` (T, S, A) float arrays would not fit."""
+    check_fits_in_memory(
+        copies * horizon * n_states * n_actions * itemsize(),
+        "horizon",
+        horizon,
+        f"the (T, S, A) arrays of {n_states} states x {n_actions} actions",
+        "use a shorter horizon or a smaller env",
+    )
 
 
 def _two_sum(a, b):

@@ -9,7 +9,13 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.handlers import seed, trace
 
-from pgm_rl._checks import check_beta, check_horizon
+from pgm_rl._checks import (
+    check_beta,
+    check_fits_in_memory,
+    check_horizon,
+    check_no_overflow,
+    itemsize,
+)
 from pgm_rl.dynamics import rollout
 from pgm_rl.envs import TabularMDP
 
@@ -29,10 +35,25 @@ def trajectory_model(env, horizon, beta):
         Number of actions T.
     beta : float
         Inverse temperature, >= 0.
+
+    Raises
+    ------
+    ValueError
+        If one trajectory's arrays would not fit in memory, or ``beta * max |reward|``, the
+        largest return or ``horizon * beta * max |reward|`` overflows the working dtype.
     """
     mdp = check_env(env)
     horizon = check_horizon(horizon)
     beta = check_beta(beta)
+    check_no_overflow(mdp.reward, horizon, beta)
+    # actions, states and rewards (T,) plus the scan's and NumPyro's copies of them
+    check_fits_in_memory(
+        4 * (horizon + 1) * (4 + itemsize()),
+        "horizon",
+        horizon,
+        "one trajectory's arrays",
+        "use a shorter horizon",
+    )
     with numpyro.plate("time", horizon):
         actions = numpyro.sample(
             "actions",
