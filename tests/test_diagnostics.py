@@ -279,6 +279,7 @@ def test_any_kernel_class_through_mcmc(env):
     assert "acceptance_rate" not in tree.get("sample_stats", {})
 
 
+@pytest.mark.slow  # a fresh interpreter; the other import order runs by default
 def test_to_datatree_when_arviz_base_is_imported_before_numpyro(tmp_path):
     """arviz_base loads numpyro lazily; imported first, it used to leave ``numpyro.infer``
     without ``initialization`` and ``from_numpyro`` failed. Fresh interpreter, that order."""

@@ -180,16 +180,16 @@ def test_weighted_state_marginals():
 
 def test_weighted_draws_are_resampled(small_problem):
     env, horizon, beta = small_problem
-    result = pgm_rl.run_smc(jax.random.key(0), env, horizon, beta, 200)
+    result = pgm_rl.run_smc(jax.random.key(0), env, horizon, beta, 500)
     tree = to_datatree(result, env, beta=beta)
     assert (
-        tree["posterior"].sizes["draw"] == 200 and tree.attrs["sampler"] == "SMCResult, resampled"
+        tree["posterior"].sizes["draw"] == 500 and tree.attrs["sampler"] == "SMCResult, resampled"
     )
     again = to_datatree(result, env, beta=beta)
     np.testing.assert_array_equal(tree["posterior"]["actions"], again["posterior"]["actions"])
     other = to_datatree(result, env, beta=beta, key=jax.random.key(1))
     assert not np.array_equal(tree["posterior"]["actions"], other["posterior"]["actions"])
-    one_hot = np.full(200, -np.inf)
+    one_hot = np.full(500, -np.inf)
     one_hot[7] = 0.0
     draws = {"actions": np.asarray(result.actions), "log_weights": one_hot}
     single = to_datatree(draws, env, beta=beta)
