@@ -21,7 +21,21 @@ def rollout(mdp, actions, start_state=None):
     -------
     states : int array, shape (..., T + 1), including the start state
     rewards : float array, shape (..., T); ``rewards[..., t]`` is the reward of action t
+
+    Raises
+    ------
+    ValueError
+        For an MDP with stochastic dynamics (actions alone do not fix the states), or with a
+        random start when ``start_state`` is not given.
     """
+    if getattr(mdp, "has_random_dynamics", False):
+        raise ValueError(
+            "rollout follows deterministic dynamics; this MDP's are stochastic (actions alone do "
+            "not fix the states): draw trajectories with pgm_rl.solve(...).sample or "
+            "pgm_rl.soft_bellman(...).sample"
+        )
+    if start_state is None and getattr(mdp, "has_random_start", False):
+        raise ValueError("this MDP has a random start: pass start_state to rollout")
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
     actions = check_index_array(actions, "actions", "action ids")

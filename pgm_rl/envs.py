@@ -17,6 +17,8 @@ import jax
 import numpy as np
 
 from pgm_rl._checks import INT32_MAX, check_fits_in_memory
+from pgm_rl._mdp_kinds import DynamicsMixin
+from pgm_rl._transitions import check_slip, grid_outcomes
 
 ACTION_NAMES = ("up", "down", "left", "right", "stay")
 # (d_row, d_col) of each action, indexed by action id.
@@ -36,8 +38,15 @@ NOTEBOOK_START = (5, 0)
 
 
 @jax.tree_util.register_pytree_node_class
-class TabularMDP:
-    """A finite MDP with deterministic transitions (a JAX pytree).
+class TabularMDP(DynamicsMixin):
+    """A finite MDP (a JAX pytree); this constructor makes deterministic ones.
+
+    Stochastic dynamics or a random start: :meth:`from_probabilities` (a dense (S, A, S)
+    table) or :meth:`from_outcomes` (sparse (S, A, K) outcomes). Every MDP exposes
+    ``transition`` (S, A, S), ``expected_reward`` (S, A), ``start_probs`` (S,),
+    ``is_deterministic`` and the sparse ``outcome_states`` / ``outcome_probs`` /
+    ``outcome_rewards`` (S, A, K); ``next_state`` and ``start_state`` only where they are
+    defined (see :mod:`pgm_rl._mdp_kinds`).
 
     Parameters
     ----------
@@ -88,28 +97,19 @@ class TabularMDP:
         self.next_state.flags.writeable = False
         self.reward.flags.writeable = False
 
-    def tree_flatten(self):
-        """Leaves ``(next_state, reward, start_state)``; no static data."""
-        return (self.next_state, self.reward, self.start_state), None
-
-    @classmethod
-    def tree_unflatten(cls, aux_data, children):
-        """Rebuild from (possibly traced) leaves, unchecked."""
-        mdp = object.__new__(cls)
-        mdp.next_state, mdp.reward, mdp.start_state = children
-        return mdp
-
     @property
     def n_states(self):
         """Number of states S."""
-        return self.next_state.shape[0]
+        return self.reward.shape[0]
 
     @property
     def n_actions(self):
         """Number of actions A."""
-        return self.next_state.shape[1]
+        return self.reward.shape[1]
 
     def __repr__(self):
+        if not self.is_deterministic:
+            return self._stochastic_repr()
         return f"TabularMDP(n_states={self.n_states}, n_actions={self.n_actions}, start_state={self.start_state})"
 
 
@@ -126,6 +126,13 @@ class GridWorld(TabularMDP):
         Finite real reward of each cell (not bools).
     start : tuple of int
         ``(row, col)`` of the start cell.
+    slip : float, default 0.0
+        In [0, 1]: with probability ``slip`` a move goes to one of the two perpendicular
+        directions instead (half each; "stay" always stays). With ``slip > 0`` the dynamics are
+        stochastic, stored as at most 3 outcomes per (state, action).
+    terminal : sequence of (row, col), default ()
+        Cells that end the episode: entering one earns its reward, after which the agent stays
+        there (every action) with reward 0, the way a goal or a trap behaves in RL.
 
     Raises
     ------
@@ -137,7 +144,7 @@ class GridWorld(TabularMDP):
         (state indices are int32); or a start outside the grid.
     """
 
-    def __init__(self, rewards, start):
+    def __init__(self, rewards, start, slip=0.0, terminal=()):
         grid = _finite_float_array(rewards, "rewards", check_shape=_check_grid_size)
         if grid.size == 0:
             raise ValueError("rewards must be a non-empty (H, W) grid, got an empty one")
@@ -149,20 +156,36 @@ class GridWorld(TabularMDP):
         next_rows = np.clip(rows[:, None] + ACTION_MOVES[None, :, 0], 0, height - 1)
         next_cols = np.clip(cols[:, None] + ACTION_MOVES[None, :, 1], 0, width - 1)
         next_state = next_rows * width + next_cols
-        super().__init__(next_state, grid.reshape(-1)[next_state], row * width + col)
+        slip = check_slip(slip)
+        terminal = _check_cells(terminal, grid.shape, "terminal")
+        if slip == 0.0 and not terminal:
+            super().__init__(next_state, grid.reshape(-1)[next_state], row * width + col)
+        else:
+            terminal_states = [r * width + c for r, c in terminal]
+            outcomes = grid_outcomes(next_state, grid.reshape(-1), slip, terminal_states)
+            self._set_dynamics(*outcomes, row * width + col)
         self.rewards = grid
         self.rewards.flags.writeable = False
+        self.slip = slip
+        self.terminal = terminal
 
     def tree_flatten(self):
-        """Leaves ``(next_state, reward, start_state, rewards)``; no static data."""
-        return (self.next_state, self.reward, self.start_state, self.rewards), None
+        """Leaves: :class:`TabularMDP`'s, then ``rewards``; static: the kind, slip, terminal."""
+        children, aux = super().tree_flatten()
+        return (*children, self.rewards), (aux, self.slip, self.terminal)
 
     @classmethod
     def tree_unflatten(cls, aux_data, children):
         """Rebuild from (possibly traced) leaves, unchecked."""
-        grid = object.__new__(cls)
-        grid.next_state, grid.reward, grid.start_state, grid.rewards = children
+        kind, slip, terminal = aux_data
+        grid = super().tree_unflatten(kind, children[:-1])
+        grid.rewards, grid.slip, grid.terminal = children[-1], slip, terminal
         return grid
+
+    @property
+    def terminal_states(self):
+        """State indices of the ``terminal`` cells, a tuple of ints."""
+        return tuple(row * self.shape[1] + col for row, col in self.terminal)
 
     @property
     def start(self):
@@ -175,9 +198,9 @@ class GridWorld(TabularMDP):
         return cls(NOTEBOOK_GRID, NOTEBOOK_START)
 
     @classmethod
-    def from_file(cls, path, start):
+    def from_file(cls, path, start, slip=0.0, terminal=()):
         """Read a grid of rewards from a CSV or whitespace-separated text file."""
-        return cls(read_grid(path), start)
+        return cls(read_grid(path), start, slip=slip, terminal=terminal)
 
     @property
     def shape(self):
@@ -198,7 +221,22 @@ class GridWorld(TabularMDP):
         return divmod(int(state), self.shape[1])
 
     def __repr__(self):
-        return f"GridWorld(shape={self.shape}, start={self.start})"
+        extra = (f", slip={self.slip:g}" if self.slip else "") + (
+            f", terminal={list(self.terminal)}" if self.terminal else ""
+        )
+        return f"GridWorld(shape={self.shape}, start={self.start}{extra})"
+
+
+def from_gymnasium(env_or_id, **make_kwargs):
+    """Build a :class:`TabularMDP` from a Gymnasium toy-text environment.
+
+    See :func:`pgm_rl.gym.from_gymnasium` (FrozenLake-v1, CliffWalking-v1, Taxi-v4, ...; a state
+    entered by a ``terminated`` transition becomes absorbing). Needs the optional extra
+    ``pgm_rl[gymnasium]``; without it an ``ImportError`` says so.
+    """
+    from pgm_rl.gym import from_gymnasium as build
+
+    return build(env_or_id, **make_kwargs)
 
 
 def read_grid(path):
@@ -268,6 +306,18 @@ def _finite_float_array(values, name, check_shape=None):
     if array.size and not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must hold finite numbers only (no NaN or inf)")
     return array
+
+
+def _check_cells(cells, shape, name):
+    """``cells`` (an iterable of (row, col) pairs) as a tuple of checked int pairs, no repeats."""
+    if isinstance(cells, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of (row, col) cells, got {cells!r}")
+    try:
+        items = list(cells)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of (row, col) cells, got {cells!r}") from None
+    checked = tuple(_check_cell(cell, shape, name) for cell in items)
+    return tuple(dict.fromkeys(checked))
 
 
 def _check_cell(cell, shape, name):

@@ -16,6 +16,7 @@ from pgm_rl._checks import (
     check_no_overflow,
     itemsize,
 )
+from pgm_rl._mdp_kinds import not_supported_error
 from pgm_rl.dynamics import rollout
 from pgm_rl.envs import TabularMDP
 
@@ -42,7 +43,7 @@ def trajectory_model(env, horizon, beta):
         If one trajectory's arrays would not fit in memory, or ``beta * max |reward|``, the
         largest return or ``horizon * beta * max |reward|`` overflows the working dtype.
     """
-    mdp = check_env(env)
+    mdp = check_deterministic(check_env(env), "trajectory_model")
     horizon = check_horizon(horizon)
     beta = check_beta(beta)
     check_no_overflow(mdp.reward, horizon, beta)
@@ -64,6 +65,20 @@ def trajectory_model(env, horizon, beta):
     numpyro.deterministic("states", states)
     numpyro.deterministic("rewards", rewards)
     numpyro.factor("optimality", beta * jnp.sum(rewards, axis=-1))
+
+
+def check_deterministic(mdp, what):
+    """Return ``mdp`` if its dynamics and start are deterministic, else raise ``ValueError``.
+
+    For code that handles deterministic MDPs only (the model and the structure kernels, for
+    now): a stochastic MDP is refused, naming ``what`` and what to use instead.
+    """
+    if not mdp.is_deterministic:
+        raise not_supported_error(
+            f"{what} got a TabularMDP with "
+            + ("stochastic dynamics" if mdp.has_random_dynamics else "a random start")
+        )
+    return mdp
 
 
 def check_env(env):
@@ -121,6 +136,7 @@ def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this ker
             "(it uses the MDP structure)"
         )
     mdp, horizon, beta = info["mdp"], info["horizon"], info["beta"]
+    check_deterministic(mdp, kernel)
     extra = [
         f"{name!r} ({_site_kind(entry)})"
         for name, entry in model_trace.items()
