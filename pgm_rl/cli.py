@@ -79,6 +79,14 @@ _nonnegative_int = _int_at_least(0)
 _positive_int = _int_at_least(1)
 
 
+def _seed(text):
+    """An argparse type: a PRNG seed in [0, 2**32), the seeds every JAX mode keys alike."""
+    value = _nonnegative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be an int in [0, 2**32), got {value}")
+    return value
+
+
 def _beta(text):
     try:
         value = float(text)
@@ -165,7 +173,7 @@ def _run_arguments(parser):
     parser.add_argument(
         "--samples", type=_positive_int, default=1000, help="draws per chain (default 1000)"
     )
-    parser.add_argument("--seed", type=_nonnegative_int, default=0, help="PRNG seed (default 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="PRNG seed in [0, 2**32) (default 0)")
     parser.add_argument("--plots", metavar="DIR", help="write the pictures (PNG) into DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--strict", action="store_true", help=_STRICT_HELP)
@@ -266,7 +274,7 @@ def build_parser():
         "--particles", type=_positive_int, default=1000, help="particles per run (default 1000)"
     )
     smc.add_argument("--runs", type=_positive_int, default=5, help="independent runs (default 5)")
-    smc.add_argument("--seed", type=_nonnegative_int, default=0, help="PRNG seed (default 0)")
+    smc.add_argument("--seed", type=_seed, default=0, help="PRNG seed in [0, 2**32) (default 0)")
     return parser
 
 

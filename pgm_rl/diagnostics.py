@@ -100,10 +100,13 @@ def empirical_state_marginals(states, n_states):
     -------
     array, shape (T + 1, S): the fraction of trajectories in state s at step t.
     """
+    n_states = check_positive_int(n_states, "n_states")
     states = np.asarray(states)
     if not np.issubdtype(states.dtype, np.integer) or states.ndim == 0:
         raise TypeError(f"states must be an integer array (..., T + 1), got dtype {states.dtype}")
     states = states.reshape(-1, states.shape[-1])
+    if states.shape[0] == 0:
+        raise ValueError("states must hold at least one trajectory, got none")
     if states.size and (states.min() < 0 or states.max() >= n_states):
         raise ValueError(f"states must lie in [0, {n_states}), the state indices")
     counts = np.zeros((states.shape[1], n_states))
@@ -292,6 +295,8 @@ def _resample_weighted(samples, key):
     draws = {name: samples[name] for name in ("actions", "states", "rewards") if name in samples}
     if "actions" not in draws:
         raise ValueError(f"source must hold 'actions' draws, got keys {sorted(samples)}")
+    if log_weights.shape[0] == 0:
+        raise ValueError("source holds no draws (empty log_weights): at least one is needed")
     return resample_draws(key, draws, log_weights, log_weights.shape[0])
 
 
@@ -330,6 +335,11 @@ def _from_samples(samples, mdp, exact, horizon, beta):
     else:
         raise ValueError(
             f"source['actions'] must have shape (n, T) or (chains, draws, T), got {actions.shape}"
+        )
+    if 0 in actions.shape:
+        raise ValueError(
+            f"source['actions'] holds no draws (shape {np.shape(samples['actions'])}): at least "
+            "one chain of one draw of T >= 1 actions is needed"
         )
     if actions.size and (actions.min() < 0 or actions.max() >= mdp.n_actions):
         raise ValueError(f"source['actions'] must lie in [0, {mdp.n_actions}), the action ids")

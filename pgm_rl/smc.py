@@ -47,7 +47,14 @@ import numpy as np
 from jax import lax, random
 from jax.scipy.special import logsumexp
 
-from pgm_rl._checks import check_beta, check_horizon, check_key, check_positive_int
+from pgm_rl._checks import (
+    check_beta,
+    check_horizon,
+    check_key,
+    check_no_overflow,
+    check_particles_fit,
+    check_positive_int,
+)
 from pgm_rl._sampling import multinomial_resample
 from pgm_rl.dynamics import rollout
 from pgm_rl.model import check_env
@@ -222,6 +229,12 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
     -------
     SMCResult
 
+    Raises
+    ------
+    ValueError
+        If the (T + 1, N) particle arrays would not fit in memory, N exceeds int32, or
+        ``beta * max |reward|`` or a horizon's total overflows the working dtype.
+
     Warns
     -----
     SMCSaturationWarning
@@ -235,6 +248,8 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
     num_particles = check_positive_int(num_particles, "num_particles")
     if num_particles < 2:
         raise ValueError(f"num_particles must be an int >= 2, got {num_particles}")
+    check_particles_fit(num_particles, horizon)  # int32 indices and memory
+    check_no_overflow(mdp.reward, horizon, beta)  # beta * reward and log Z in the dtype
     if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, numbers.Real):
         raise TypeError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
     if not 0.0 <= ess_threshold <= 1.0:
