@@ -34,7 +34,7 @@ from pgm_rl._checks import (
 from pgm_rl._sampling import inverse_cdf_sample, positive_uniform
 from pgm_rl._transitions import PROBABILITY_TOLERANCE
 from pgm_rl.dynamics import rollout
-from pgm_rl.model import check_env
+from pgm_rl.model import check_deterministic, check_env
 
 __all__ = [
     "ExactPosterior",
@@ -237,10 +237,10 @@ def most_probable_path(env, horizon, beta):
         If the (T, S, A) values would not fit in memory, or the largest return
         ``horizon * max |reward|`` overflows the working dtype.
     """
-    mdp = check_env(env)
+    mdp = check_deterministic(check_env(env), "most_probable_path")
     horizon = check_horizon(horizon)
     check_beta(beta)
-    check_no_overflow(mdp.reward, horizon)
+    check_no_overflow(mdp.outcome_rewards, horizon)
     _check_fits(horizon, mdp.n_states, mdp.n_actions, copies=2)
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
@@ -269,7 +269,7 @@ def _check_problem(env, horizon, beta):
     mdp = check_env(env)
     horizon = check_horizon(horizon)
     beta = float(check_beta(beta))
-    check_no_overflow(mdp.reward, horizon, beta)
+    check_no_overflow(mdp.outcome_rewards, horizon, beta)  # every outcome, not the mean
     _check_fits(horizon, mdp.n_states, mdp.n_actions, copies=3)
     return mdp, horizon, beta
 

@@ -78,6 +78,18 @@ def test_overflowing_products_are_refused_in_float64(name, rewards, horizon, bet
         ENTRY_POINTS[name](signed_grid(rewards), horizon, beta)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # from_outcomes' own
+@pytest.mark.parametrize("name", ["solve", "soft_bellman"])
+def test_stochastic_outcome_rewards_are_checked_not_their_mean(name):
+    """Outcomes of +-1e308 average to a harmless expected reward; beta * r(s, a, s') is not."""
+    next_states = np.array([[[0, 1], [1, 0]], [[1, 0], [0, 1]]])
+    rewards = np.array([[[1e308, -1e308], [1.0, 2.0]], [[0.0, 1.0], [1e308, -1e308]]])
+    mdp = pgm_rl.TabularMDP.from_outcomes(next_states, np.full((2, 2, 2), 0.5), rewards, 0)
+    assert np.abs(mdp.expected_reward).max() < 10
+    with pytest.raises(ValueError, match=r"^beta \* max \|reward\| = 1 \* 1e\+308"):
+        getattr(pgm_rl.exact, name)(mdp, 3, 1.0)
+
+
 def test_overflow_message_names_the_product_and_offers_no_float64_in_float64():
     with pytest.raises(ValueError) as error:
         pgm_rl.solve(pgm_rl.GridWorld.notebook(), 3, 1e305)
