@@ -122,6 +122,16 @@ def _outcome_terms(logp, r_hi, r_lo, v_hi, v_lo):
     return _two_sum(x_hi, r_lo + v_lo + e1 + e2), valid
 
 
+def _outcome_posterior(logp, r_hi, r_lo, v_hi, v_lo):
+    """q(k | s, a) over the last axis (probabilities; one exp per outcome), given V_{t+1}."""
+    (x_hi, x_lo), valid = _outcome_terms(logp, r_hi, r_lo, v_hi, v_lo)
+    x_hi = jnp.where(valid, x_hi, -jnp.inf)
+    m_hi = jnp.max(x_hi, axis=-1, keepdims=True)
+    diff = jnp.where(valid, (x_hi - m_hi) + x_lo, -jnp.inf)
+    weights = jnp.exp(diff - jnp.max(diff, axis=-1, keepdims=True))
+    return weights / jnp.sum(weights, axis=-1, keepdims=True)
+
+
 def _outcome_log_posterior(logp, r_hi, r_lo, v_hi, v_lo):
     """Normalised log q(k | s, a) over the last axis, given V_{t+1} at the outcomes."""
     (x_hi, x_lo), valid = _outcome_terms(logp, r_hi, r_lo, v_hi, v_lo)
@@ -214,7 +224,7 @@ def forward(mu0, log_policy, ns, logp, r_hi, r_lo, reward, v_hi, v_lo, absorb, p
         pi = jnp.exp(log_pi)
         joint = mu[:, None] * pi  # (S, A)
         if posterior:
-            q = jnp.exp(_outcome_log_posterior(logp, r_hi, r_lo, v_hi_next[ns], v_lo_next[ns]))
+            q = _outcome_posterior(logp, r_hi, r_lo, v_hi_next[ns], v_lo_next[ns])
         else:
             q = probs
         flow = joint[..., None] * q  # (S, A, K)
@@ -264,14 +274,12 @@ def sample(key, mu0, log_policy, ns, logp, r_hi, r_lo, reward, v_hi, v_lo, num_s
             action = inverse_cdf_sample(u[0], jnp.exp(log_pi[state]))
             targets = ns[state, action]
             if posterior:
-                weights = jnp.exp(
-                    _outcome_log_posterior(
-                        logp[state, action],
-                        r_hi[state, action],
-                        r_lo[state, action],
-                        v_hi_next[targets],
-                        v_lo_next[targets],
-                    )
+                weights = _outcome_posterior(
+                    logp[state, action],
+                    r_hi[state, action],
+                    r_lo[state, action],
+                    v_hi_next[targets],
+                    v_lo_next[targets],
                 )
             else:
                 weights = probs[state, action]
