@@ -9,14 +9,24 @@ answers at once.
 Exit codes: 0 done; 1 ``--strict`` and a problem was reported (a ``warning:`` line); 2 bad
 arguments or a library error (``ValueError``, ``TypeError``, ``OSError`` such as
 ``FileExistsError``), reported as one line on stderr; 130 interrupted (Ctrl-C), reported as
-one line. Outputs that exist are refused (``--overwrite`` replaces them) before any work is
-done, so they stay byte-for-byte untouched.
+one line.
+
+Every output is checked before any work is done: ``--out`` and the pictures must not be
+folders, must not exist (``--overwrite`` replaces them; untouched until then) and must be
+creatable where they go (a probe file is created and removed there, which catches read-only
+filesystems). A saved run given to ``report`` is checked against its own data
+(:func:`pgm_rl.diagnostics.check_run`). Outputs are written only at the end, as a whole: the
+pictures are drawn into a hidden folder and moved into place after ``--out`` is saved, and a
+command that fails (or is interrupted) removes whatever it had created, so it leaves nothing new.
 """
 
 import argparse
+import contextlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 
 __all__ = ["build_parser", "main"]
 
@@ -304,24 +314,176 @@ def _problem_line(env, args):
     return f"grid {env.shape[0]}x{env.shape[1]}, start {env.start}, T={args.horizon}, beta={args.beta:g}"
 
 
-def _check_outputs(paths, overwrite, folder=None):
-    """Refuse, before any work, outputs that exist and a picture folder that is a file."""
-    if folder is not None and os.path.lexists(folder) and not os.path.isdir(folder):
-        raise NotADirectoryError(f"--plots {folder!r} exists and is not a folder")
-    if overwrite:
+def _check_outputs(overwrite, out=None, folder=None, pictures=()):
+    """Refuse, before any work, outputs this command could not write.
+
+    ``out`` (``--out``) must not be a folder, must not exist without ``--overwrite``, and its
+    folder must exist and take a new file; ``folder`` (``--plots``) must be a folder or be
+    creatable, with its ``pictures`` (file names) neither folders nor, without ``--overwrite``,
+    existing files. "Takes a new file" is tried: a probe file is created and removed, which
+    also catches a read-only filesystem and root-owned folders that permission bits miss.
+    """
+    probed = set()
+    if folder is not None:
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            raise NotADirectoryError(f"--plots {folder!r} exists and is not a folder")
+        _check_writable(_existing_ancestor(folder), "--plots", folder, probed)
+        for name in pictures:
+            _check_file("--plots", os.path.join(folder, name), overwrite)
+    if out is not None:
+        _check_file("--out", out, overwrite)
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(
+                f"the folder of --out {out!r} does not exist or is not a folder"
+            )
+        _check_writable(parent, "--out", out, probed)
+
+
+def _check_file(option, path, overwrite):
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise IsADirectoryError(f"{option} {path!r} is a folder, not a file")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{option} {path!r} exists; pass --overwrite to replace it")
+
+
+def _existing_ancestor(folder):
+    """``folder`` or its nearest existing ancestor, which must be a folder."""
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"--plots {folder!r} cannot be created: {path!r} is not a folder")
+    return path
+
+
+def _check_writable(directory, option, path, probed):
+    """Create and remove a probe file in ``directory``; an ``OSError`` naming ``option``."""
+    if directory in probed:
         return
-    for path in paths:
-        if path is not None and os.path.lexists(path):
-            raise FileExistsError(f"{path!r} exists; pass --overwrite to replace it")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".pgm-rl-probe-", dir=directory)
+    except OSError as error:
+        cause = error.strerror or str(error)
+        raise type(error)(
+            f"{option} {path!r} cannot be written: no new file can be created in {directory!r} "
+            f"({cause})"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+    probed.add(directory)
 
 
-def _plot_paths(folder):
-    """The paths ``plots.write_plots`` may write into ``folder`` (none without --plots)."""
+def _plot_names(folder):
+    """The file names ``plots.write_plots`` may write (none without --plots)."""
     if folder is None:
         return []
     from pgm_rl.plots import PLOT_FILES  # (loads matplotlib: only with --plots)
 
-    return [os.path.join(folder, name) for name in PLOT_FILES]
+    return list(PLOT_FILES)
+
+
+class _Outputs:
+    """This command's output files, checked before any work and written as a whole at the end.
+
+    Entering checks them (:func:`_check_outputs`). Pictures are drawn into a hidden staging
+    folder (:meth:`staging`) on the filesystem of ``--plots``; :meth:`commit` then saves
+    ``--out`` (atomically, :func:`pgm_rl.io.save`) and moves the pictures into place. When
+    anything fails (also Ctrl-C) the staging folder goes, and so does whatever this command had
+    already created, so a failed command leaves nothing new behind. Files replaced with
+    ``--overwrite`` are replaced only in :meth:`commit`, after all the work succeeded.
+    """
+
+    def __init__(self, args, pictures=None):
+        self.out = getattr(args, "out", None)
+        self.folder = args.plots
+        self.overwrite = args.overwrite
+        pictures = _plot_names(self.folder) if pictures is None else pictures
+        _check_outputs(self.overwrite, self.out, self.folder, pictures)
+        self._staging = None
+        self._created = []
+
+    def __enter__(self):
+        return self
+
+    def staging(self):
+        """The hidden folder to draw the pictures into (made on first use)."""
+        if self._staging is None:
+            base = self.folder if os.path.isdir(self.folder) else _existing_ancestor(self.folder)
+            self._staging = tempfile.mkdtemp(prefix=".pgm-rl-pictures-", dir=base)
+        return self._staging
+
+    @contextlib.contextmanager
+    def drawing(self):
+        """``with outputs.drawing() as folder:`` draw into the staging folder ``folder``; a
+        failure to write there (a full disk) is reported as one naming ``--plots``."""
+        try:
+            yield self.staging()
+        except OSError as error:
+            cause = error.strerror or str(error)
+            raise type(error)(
+                f"could not write the pictures of --plots {self.folder!r}: {cause}"
+            ) from None
+
+    def commit(self, dt=None, pictures=()):
+        """Save ``dt`` to ``--out`` and move ``pictures`` (names in the staging folder) into
+        ``--plots``; then print what was written."""
+        lines = []
+        if self.out is not None and dt is not None:
+            from pgm_rl import io
+
+            existed = os.path.lexists(self.out)
+            try:
+                io.save(dt, self.out, overwrite=self.overwrite)
+            except FileExistsError:  # created by someone else while this command ran
+                raise FileExistsError(
+                    f"--out {self.out!r} exists (it appeared while this command ran); pass "
+                    "--overwrite to replace it"
+                ) from None
+            if not existed:
+                self._created.append(self.out)
+            lines.append(f"saved {self.out}")
+        if pictures:
+            self._make_folder()
+            for name in pictures:
+                target = os.path.join(self.folder, name)
+                existed = os.path.lexists(target)
+                if existed and not self.overwrite:
+                    raise FileExistsError(
+                        f"--plots {target!r} exists (it appeared while this command ran); pass "
+                        "--overwrite to replace it"
+                    )
+                os.replace(os.path.join(self._staging, name), target)
+                if not existed:
+                    self._created.append(target)
+                lines.append(f"wrote {target}")
+        for line in lines:
+            print(line)
+
+    def _make_folder(self):
+        """Create ``--plots`` and its missing parents, remembering each for the clean-up."""
+        missing = []
+        path = os.path.abspath(self.folder)
+        while not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for path in reversed(missing):
+            os.mkdir(path)
+            self._created.append(path)
+
+    def __exit__(self, kind, error, traceback):
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+        if kind is not None:  # a failure: take back what this command created
+            for path in reversed(self._created):
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        os.rmdir(path)
+                    else:
+                        os.unlink(path)
+                except OSError:
+                    pass
+        return False
 
 
 def _runs(items):
@@ -421,11 +583,12 @@ def _cmd_exact(args):
 
 def _cmd_sample(args):
     env = _env(args)
-    _check_outputs([args.out, *_plot_paths(args.plots)], args.overwrite, args.plots)
-    if args.out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise FileNotFoundError(f"the folder of --out {args.out!r} does not exist")
+    with _Outputs(args) as outputs:
+        return _sample(args, env, outputs)
+
+
+def _sample(args, env, outputs):
     _setup_jax()
-    from pgm_rl import io
     from pgm_rl.compare import run_kernel
     from pgm_rl.diagnostics import compare_to_exact, problems, to_datatree
     from pgm_rl.exact import solve
@@ -448,19 +611,18 @@ def _cmd_sample(args):
     comparison = compare_to_exact(dt)
     _print_comparison(comparison)
     found = _print_problems(problems(dt, comparison))
-    if args.out is not None:
-        io.save(dt, args.out, overwrite=args.overwrite)
-        print(f"saved {args.out}")
-    _write_plots(dt, args.plots)
+    outputs.commit(dt, _draw_plots(dt, outputs))
     return EXIT_PROBLEMS if args.strict and found else 0
 
 
-def _write_plots(dt, folder):
-    if folder is not None:
-        from pgm_rl.plots import write_plots
+def _draw_plots(dt, outputs):
+    """Draw the standard pictures into the staging folder; their names (none without --plots)."""
+    if outputs.folder is None:
+        return []
+    from pgm_rl.plots import write_plots
 
-        for path in write_plots(dt, folder):
-            print(f"wrote {path}")
+    with outputs.drawing() as folder:
+        return [os.path.basename(path) for path in write_plots(dt, folder)]
 
 
 def _cmd_compare(args):
@@ -470,15 +632,13 @@ def _cmd_compare(args):
         from pgm_rl.kernels.registry import KERNELS
 
         names = list(KERNELS)
-    if args.plots is None:
-        tv_path, occupancy = None, {}
-    else:
-        tv_path = os.path.join(args.plots, "tv.png")
-        occupancy = {
-            name: os.path.join(args.plots, f"occupancy_{name.replace(' ', '_')}.png")
-            for name in [*names, "exact iid"]
-        }
-    _check_outputs([tv_path, *occupancy.values()], args.overwrite, args.plots)
+    occupancy = {name: f"occupancy_{name.replace(' ', '_')}.png" for name in [*names, "exact iid"]}
+    pictures = [] if args.plots is None else ["tv.png", *occupancy.values()]
+    with _Outputs(args, pictures) as outputs:
+        return _compare(args, env, names, occupancy, outputs)
+
+
+def _compare(args, env, names, occupancy, outputs):
     _setup_jax()
     from pgm_rl.compare import compare_kernels, format_table
     from pgm_rl.diagnostics import problems
@@ -500,27 +660,35 @@ def _cmd_compare(args):
         for name, dt in trees.items()
         if name != "exact iid"  # the reference the others are judged against
     )
+    drawn = []
     if args.plots is not None:
+        import matplotlib.pyplot as plt
+
         from pgm_rl import plots
 
-        os.makedirs(args.plots, exist_ok=True)
-        plots.plot_tv(comparisons, save=tv_path)
-        print(f"wrote {tv_path}")
-        for name, dt in trees.items():
-            plots.plot_occupancy(dt, save=occupancy[name])
-            print(f"wrote {occupancy[name]}")
+        with outputs.drawing() as folder:
+            plots.plot_tv(comparisons, save=os.path.join(folder, "tv.png"))
+            plt.close("all")
+            drawn.append("tv.png")
+            for name, dt in trees.items():
+                plots.plot_occupancy(dt, save=os.path.join(folder, occupancy[name]))
+                plt.close("all")
+                drawn.append(occupancy[name])
+    outputs.commit(pictures=drawn)
     return EXIT_PROBLEMS if args.strict and found else 0
 
 
 def _cmd_report(args):
-    _check_outputs(_plot_paths(args.plots), args.overwrite, args.plots)
+    with _Outputs(args) as outputs:
+        return _report(args, outputs)
+
+
+def _report(args, outputs):
     _setup_jax()
     from pgm_rl import io
-    from pgm_rl.diagnostics import compare_to_exact, problems
+    from pgm_rl.diagnostics import check_run, compare_to_exact, problems
 
-    dt = io.load(args.file)
-    if "posterior" not in dt.children or "horizon" not in dt.attrs:
-        raise ValueError(f"{args.file!r} is not a run saved by pgm-rl (no posterior / horizon)")
+    dt = check_run(io.load(args.file), source=repr(args.file))
     print(
         f"{dt.attrs.get('kernel', dt.attrs.get('sampler', '?'))}: T={dt.attrs['horizon']}, "
         f"beta={dt.attrs['beta']:g}, {dt['posterior'].sizes['chain']} chains x "
@@ -532,7 +700,7 @@ def _cmd_report(args):
         comparison = compare_to_exact(dt)
         _print_comparison(comparison)
     found = _print_problems(problems(dt, comparison))
-    _write_plots(dt, args.plots)
+    outputs.commit(pictures=_draw_plots(dt, outputs))
     return EXIT_PROBLEMS if args.strict and found else 0
 
 

@@ -21,7 +21,8 @@ The DataTree layout (``T`` = horizon, ``S`` = states, ``A`` = actions):
 
 Root attributes: ``horizon``, ``beta``, ``start_state``, ``best_state`` (the state entered with
 the largest reward: the goal), ``sampler`` and, for a grid, ``start_row``/``start_col``.
-The environment can be rebuilt from the tree with :func:`env_from_datatree`.
+The environment can be rebuilt from the tree with :func:`env_from_datatree`; :func:`check_run`
+checks a tree (e.g. one read back by :func:`pgm_rl.io.load`) against this layout and its own data.
 
 A caveat for ArviZ's own rank plots: ``arviz_plots.plot_rank`` ranks tied values by position,
 so for the discrete sites (and a return with ties) it shows a failing rank test even for exact
@@ -60,6 +61,7 @@ from pgm_rl.exact import ExactPosterior  # noqa: E402
 from pgm_rl.model import check_env, trajectory_problem  # noqa: E402
 
 __all__ = [
+    "check_run",
     "compare_to_exact",
     "empirical_state_marginals",
     "env_from_datatree",
@@ -462,6 +464,241 @@ def _group(dt, name):
     if name not in dt.children:
         raise ValueError(f"dt has no {name!r} group; build it with pgm_rl.diagnostics.to_datatree")
     return dt[name].to_dataset()
+
+
+# ----------------------------------------------------------------------------- checking a run
+
+_POSTERIOR_DIMS = {
+    "actions": ("chain", "draw", "time"),
+    "states": ("chain", "draw", "step"),
+    "rewards": ("chain", "draw", "time"),
+    "return": ("chain", "draw"),
+}
+
+
+class _RunError(Exception):
+    """One inconsistency found by :func:`check_run` (turned into its ValueError)."""
+
+
+def check_run(dt, source="dt"):
+    """Check a run (e.g. one read back by :func:`pgm_rl.io.load`) against its own data.
+
+    :func:`pgm_rl.io.load` reads any DataTree; the functions of this module and the pictures
+    trust the layout of :func:`to_datatree` (module docstring). This checks that layout, so a
+    damaged or edited file is refused by name instead of giving a traceback or, worse, a
+    plausible but wrong report:
+
+    - the groups ``posterior`` and ``constant_data`` are there;
+    - the root attributes ``horizon`` (int >= 1), ``beta`` (finite number >= 0),
+      ``start_state`` and ``best_state`` (ints), ``sampler`` (str) are there with these types
+      (``kernel``, when there, is a str); for a grid also ``start_row`` and ``start_col``;
+    - ``constant_data``: ``next_state`` (state, action) integer state indices in [0, S),
+      ``reward`` (state, action) finite; ``grid`` (row, col), when there, has rows * cols = S
+      cells and ``start_state = start_row * cols + start_col``;
+    - ``start_state`` and ``best_state`` are state indices in [0, S); ``best_state`` is the
+      state entered with the largest reward (as :func:`to_datatree` sets it);
+    - ``posterior``: ``actions`` (chain, draw, time), ``states`` (chain, draw, step),
+      ``rewards`` (chain, draw, time) and ``return`` (chain, draw), at least one chain and
+      one draw, ``time`` = 0..T-1 and ``step`` = 1..T with T = ``horizon``; integer actions in
+      [0, A) and states in [0, S); the states and rewards are the rollout of the actions from
+      ``start_state`` and ``return`` is the sum of the rewards;
+    - ``sample_stats``, when there, has the posterior's chains and draws; ``exact``, when
+      there, has ``state_marginals`` (step = T + 1, state = S), ``action_marginals``
+      (time = T, action = A) and scalar ``log_z`` and ``expected_return``.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+    source : str, default "dt"
+        What to call the tree in the message, e.g. the file it was read from.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``dt`` itself, unchanged.
+
+    Raises
+    ------
+    TypeError
+        ``dt`` is not a DataTree.
+    ValueError
+        The first inconsistency found, one line naming ``source`` and the group, variable or
+        attribute at fault.
+    """
+    if not isinstance(dt, xr.DataTree):
+        raise TypeError(f"dt must be an xarray.DataTree, got {type(dt).__name__}")
+    try:
+        _check_run(dt)
+    except _RunError as error:
+        raise ValueError(f"{source}: not a consistent pgm-rl run: {error}") from None
+    return dt
+
+
+def _check_run(dt):
+    for name in ("posterior", "constant_data"):
+        if name not in dt.children:
+            raise _RunError(f"the {name!r} group is missing")
+    attrs = dt.attrs
+    horizon = _int_attr(attrs, "horizon", minimum=1)
+    beta = _attr(attrs, "beta")
+    if isinstance(beta, bool | np.bool_) or not isinstance(beta, int | float | np.number):
+        raise _RunError(f"attribute 'beta' must be a number, got {beta!r}")
+    if not (np.isfinite(beta) and beta >= 0):
+        raise _RunError(f"attribute 'beta' must be a finite number >= 0, got {beta!r}")
+    for name in ("sampler", "kernel"):
+        if (name == "sampler" or name in attrs) and not isinstance(_attr(attrs, name), str):
+            raise _RunError(f"attribute {name!r} must be a str, got {attrs[name]!r}")
+
+    data = dt["constant_data"].to_dataset()
+    next_state = _variable(data, "constant_data", "next_state", ("state", "action"))
+    reward = _variable(data, "constant_data", "reward", ("state", "action"))
+    n_states, n_actions = next_state.shape
+    if n_states == 0 or n_actions == 0:
+        raise _RunError(f"constant_data 'next_state' is empty (shape {next_state.shape})")
+    _in_range(next_state, "constant_data 'next_state'", n_states, "state indices")
+    if not np.issubdtype(reward.dtype, np.number) or not np.isfinite(reward).all():
+        raise _RunError("constant_data 'reward' must be finite numbers")
+    start = _int_attr(attrs, "start_state", minimum=0, below=n_states)
+    best = _int_attr(attrs, "best_state", minimum=0, below=n_states)
+    goal = int(next_state.flat[int(np.argmax(reward))])
+    if best != goal:
+        raise _RunError(
+            f"attribute 'best_state' = {best} is not the state entered with the largest reward "
+            f"of constant_data ({goal})"
+        )
+    if "grid" in data:
+        grid = _variable(data, "constant_data", "grid", ("row", "col"))
+        height, width = grid.shape
+        if height * width != n_states:
+            raise _RunError(
+                f"constant_data 'grid' has {height}x{width} cells but 'next_state' {n_states} "
+                "states"
+            )
+        row = _int_attr(attrs, "start_row", minimum=0, below=height)
+        col = _int_attr(attrs, "start_col", minimum=0, below=width)
+        if row * width + col != start:
+            raise _RunError(
+                f"attributes 'start_row', 'start_col' = ({row}, {col}) are cell "
+                f"{row * width + col}, not 'start_state' = {start}"
+            )
+
+    posterior = dt["posterior"].to_dataset()
+    values = {
+        name: _variable(posterior, "posterior", name, dims)
+        for name, dims in _POSTERIOR_DIMS.items()
+    }
+    sizes = dict(posterior.sizes)
+    if sizes["chain"] == 0 or sizes["draw"] == 0:
+        raise _RunError(
+            f"the posterior holds no draws ({sizes['chain']} chains x {sizes['draw']} draws)"
+        )
+    for dim, first in (("time", 0), ("step", 1)):
+        if sizes[dim] != horizon:
+            raise _RunError(
+                f"attribute 'horizon' = {horizon} but the posterior has {sizes[dim]} {dim!r} "
+                "entries"
+            )
+        if dim in posterior.coords and not np.array_equal(
+            posterior[dim].values, np.arange(first, first + horizon)
+        ):
+            raise _RunError(f"posterior coordinate {dim!r} must be {first}..{first + horizon - 1}")
+    _in_range(values["actions"], "posterior 'actions'", n_actions, "action ids")
+    _in_range(values["states"], "posterior 'states'", n_states, "state indices")
+    _check_rollout(values, next_state, reward, start)
+
+    for name in ("sample_stats", "exact"):
+        if name in dt.children:
+            _check_optional_group(dt[name].to_dataset(), name, sizes, n_states, n_actions)
+
+
+def _attr(attrs, name):
+    if name not in attrs:
+        raise _RunError(f"attribute {name!r} is missing")
+    return attrs[name]
+
+
+def _int_attr(attrs, name, minimum, below=None):
+    value = _attr(attrs, name)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise _RunError(f"attribute {name!r} must be an int, got {value!r}")
+    value = int(value)
+    if value < minimum or (below is not None and value >= below):
+        bounds = f">= {minimum}" if below is None else f"in [{minimum}, {below})"
+        raise _RunError(f"attribute {name!r} must be an int {bounds}, got {value}")
+    return value
+
+
+def _variable(data, group, name, dims):
+    if name not in data:
+        raise _RunError(f"{group} variable {name!r} is missing")
+    variable = data[name]
+    if variable.dims != dims:
+        raise _RunError(f"{group} {name!r} must have dims {dims}, got {variable.dims}")
+    return variable.values
+
+
+def _in_range(values, what, size, kind):
+    if not np.issubdtype(values.dtype, np.integer):
+        raise _RunError(f"{what} must be integer {kind}, got dtype {values.dtype}")
+    if values.size and (values.min() < 0 or values.max() >= size):
+        raise _RunError(
+            f"{what} must lie in [0, {size}), the {kind}; found {values.min()}..{values.max()}"
+        )
+
+
+def _check_rollout(values, next_state, reward, start):
+    """The states and rewards follow from the actions; the return is their sum."""
+    actions, states, rewards = values["actions"], values["states"], values["rewards"]
+    for name in ("rewards", "return"):
+        if not np.issubdtype(values[name].dtype, np.number):
+            raise _RunError(f"posterior {name!r} must be numbers, got dtype {values[name].dtype}")
+    state = np.full(actions.shape[:2], start)
+    scale = max(1.0, float(np.abs(reward).max()))
+    for t in range(actions.shape[-1]):
+        action = actions[..., t]
+        if not np.array_equal(states[..., t], next_state[state, action]):
+            raise _RunError(
+                f"posterior 'states' at step {t + 1} are not where the actions lead from "
+                "'start_state' through constant_data 'next_state'"
+            )
+        if not np.allclose(rewards[..., t], reward[state, action], rtol=1e-6, atol=1e-6 * scale):
+            raise _RunError(
+                f"posterior 'rewards' at time {t} are not constant_data 'reward' of the states "
+                "and actions"
+            )
+        state = states[..., t]
+    tolerance = 1e-6 * scale * max(1, actions.shape[-1])
+    if not np.allclose(values["return"], rewards.sum(axis=-1), rtol=1e-6, atol=tolerance):
+        raise _RunError("posterior 'return' is not the sum of posterior 'rewards'")
+
+
+def _check_optional_group(data, name, sizes, n_states, n_actions):
+    if name == "sample_stats":
+        for variable in data.data_vars.values():
+            if variable.dims[:2] != ("chain", "draw") or variable.shape[:2] != (
+                sizes["chain"],
+                sizes["draw"],
+            ):
+                raise _RunError(
+                    f"sample_stats {variable.name!r} must have the posterior's chain and draw "
+                    f"dims ({sizes['chain']}, {sizes['draw']}), got {dict(variable.sizes)}"
+                )
+        return
+    horizon = sizes["time"]
+    expected = {
+        "state_marginals": {"step": horizon + 1, "state": n_states},
+        "action_marginals": {"time": horizon, "action": n_actions},
+        "log_z": {},
+        "expected_return": {},
+    }
+    for variable, shape in expected.items():
+        if variable not in data:
+            raise _RunError(f"exact variable {variable!r} is missing")
+        found = data[variable]
+        if found.dims != tuple(shape) or found.shape != tuple(shape.values()):
+            raise _RunError(f"exact {variable!r} must have sizes {shape}, got {dict(found.sizes)}")
+        if not np.issubdtype(found.dtype, np.number) or not np.isfinite(found.values).all():
+            raise _RunError(f"exact {variable!r} must be finite numbers")
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -137,7 +137,8 @@ def test_sample_saves_and_report_reopens(capsys, tiny_grid, tmp_path):
     assert "r_hat" in out and "vs exact: mean TV" in out
     assert "worst R-hat (return and state-occupancy indicators):" in out
     assert f"saved {out_file}" in out
-    assert sorted(os.listdir(pics)) == sorted(PLOT_FILES)
+    assert sorted(os.listdir(pics)) == sorted(PLOT_FILES)  # no staging folder or probe file left
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
 
     again = tmp_path / "again"
     code, out, err = run(capsys, "report", str(out_file), "--strict", "--plots", str(again))
@@ -262,6 +263,238 @@ def test_smc_pools_runs_and_warns_when_saturated(capsys, monkeypatch):
     assert code == 0, err
     assert "warning: run 0: the genealogy has saturated" in out
     assert "--particles" in out and "Warning" not in err
+
+
+# ------------------------------------------- issue 13 items 7 and 8: saved runs, output paths
+
+GRID = [[0.0, -1.0, -1.0], [-1.0, -5.0, 4.0]]  # the tiny_grid fixture's cells
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A run of the tiny grid as ``pgm-rl sample --out`` saves it, from exact iid draws (2
+    chains of 40; no MCMC, so fast)."""
+    import jax
+    import numpy as np
+
+    import pgm_rl
+    from pgm_rl import io
+    from pgm_rl.diagnostics import to_datatree
+
+    env = pgm_rl.GridWorld(GRID, (0, 0))
+    exact = pgm_rl.solve(env, 3, 0.5)
+    actions = np.asarray(exact.sample(jax.random.key(0), 80)["actions"]).reshape(2, 40, 3)
+    dt = to_datatree({"actions": actions}, env, exact)
+    dt.attrs.update(kernel="trajectory-mh", wall_seconds=0.5)
+    path = tmp_path_factory.mktemp("saved") / "run.nc"
+    io.save(dt, path)
+    return str(path)
+
+
+def tampered(saved_run, folder, change):
+    """A copy of ``saved_run`` with ``change(dt)`` applied, written with xarray (h5netcdf)."""
+    from pgm_rl import io
+
+    dt = io.load(saved_run)
+    change(dt)
+    path = folder / "tampered.nc"
+    dt.to_netcdf(path, engine="h5netcdf")
+    return str(path)
+
+
+def _drop(name):
+    return lambda dt: dt.attrs.pop(name)
+
+
+def _set(name, value):
+    return lambda dt: dt.attrs.update({name: value})
+
+
+def _shift_states(dt):
+    posterior = dt["posterior"].to_dataset()
+    dt["posterior"] = posterior.assign(states=(posterior["states"] + 1) % 6)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (_drop("best_state"), ["'best_state'", "missing"]),  # was: exit 1, KeyError traceback
+        (_set("horizon", 30), ["'horizon'", "30"]),  # was: exit 0, "T=30", rows dropped
+        (_set("best_state", 999), ["'best_state'", "999"]),  # was: exit 0, a cell not there
+        (_set("start_state", 4), ["'start_row'", "'start_state'"]),
+        (_set("beta", "high"), ["'beta'"]),
+        (_shift_states, ["'states'"]),
+    ],
+    ids=["no-best_state", "horizon-30", "best_state-999", "start", "beta", "states"],
+)
+def test_report_refuses_a_run_inconsistent_with_its_own_data(
+    capsys, saved_run, tmp_path, change, words
+):
+    """One line naming the file and the attribute, exit 2, nothing printed, no pictures."""
+    path = tampered(saved_run, tmp_path, change)
+    result = run(capsys, "report", path, "--plots", str(tmp_path / "pics"))
+    assert_one_line_error(result, "pgm-rl report: error", repr(path), *words)
+    assert result[1] == ""
+    assert not (tmp_path / "pics").exists()
+
+
+def test_report_accepts_the_saved_run(capsys, saved_run, tmp_path):
+    code, out, err = run(capsys, "report", saved_run)
+    assert code == 0, err
+    assert "trajectory-mh: T=3, beta=0.5, 2 chains x 40 draws" in out
+    assert "best cell 5" in out
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder no file can be created in. Root ignores permission bits, so as root it is a
+    read-only tmpfs mount (skipped where mounting is not permitted)."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=16k", "tmpfs", str(path)],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        mounted = None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip("root ignores permission bits and a read-only mount is not permitted here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make solving and loading fail the test: the outputs must be refused before them."""
+    import pgm_rl.exact
+    import pgm_rl.io
+
+    def fail(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(pgm_rl.exact, "solve", fail)
+    monkeypatch.setattr(pgm_rl.io, "load", fail)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(
+    capsys, tiny_grid, tmp_path, read_only_dir, no_work
+):
+    """Each was found only after sampling before (a message naming a hidden temp file or
+    "pass overwrite=True"); now at once, in the CLI's words, and nothing is created."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"x")
+    pics = tmp_path / "pics"
+    (pics / "rank.png").mkdir(parents=True)  # a picture's name taken by a folder
+    sample = ["sample", "--kernel", "trajectory-mh", "--grid", tiny_grid, *TINY]
+    cases = [
+        (["--out", str(folder), "--overwrite"], ["--out", "is a folder"]),
+        (["--out", str(folder)], ["--out", "is a folder"]),
+        (["--out", str(tmp_path / "missing" / "run.nc")], ["--out", "does not exist"]),
+        (["--out", str(a_file / "run.nc")], ["--out", "not a folder"]),
+        (["--out", str(read_only_dir / "run.nc")], ["--out", str(read_only_dir)]),
+        (["--plots", str(read_only_dir / "pics")], ["--plots", str(read_only_dir)]),
+        (["--plots", str(read_only_dir)], ["--plots", str(read_only_dir)]),
+        (["--plots", str(a_file / "pics")], ["--plots", "not a folder"]),
+        (["--plots", str(a_file)], ["--plots", "not a folder"]),
+        (["--plots", str(pics), "--overwrite"], ["--plots", "rank.png", "is a folder"]),
+    ]
+    before = sorted(str(path) for path in tmp_path.rglob("*"))
+    for options, words in cases:
+        result = run(capsys, *sample, *options)
+        assert_one_line_error(result, *words)
+        assert "overwrite=True" not in result[2] and ".tmp" not in result[2]
+    for command in (
+        ["report", str(a_file), "--plots", str(read_only_dir)],
+        ["compare", "--kernels", "trajectory-mh", "--grid", tiny_grid, *TINY, "--plots", "-"],
+    ):
+        command[-1] = str(read_only_dir)
+        assert_one_line_error(run(capsys, *command), "--plots", str(read_only_dir))
+    assert sorted(str(path) for path in tmp_path.rglob("*")) == before
+
+
+@pytest.fixture
+def fake_sampling(monkeypatch, saved_run):
+    """``pgm-rl sample`` without MCMC: its tree is the saved run (the output handling, the
+    summary, the comparison and the pictures are real)."""
+    import pgm_rl.compare
+    import pgm_rl.diagnostics
+    from pgm_rl import io
+
+    monkeypatch.setattr(pgm_rl.compare, "run_kernel", lambda *args, **kwargs: (None, 0.5))
+    monkeypatch.setattr(pgm_rl.diagnostics, "to_datatree", lambda *a, **k: io.load(saved_run))
+
+
+def _tree(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("command", "existing_out"),
+    [("sample", False), ("sample", True), ("report", False)],
+    ids=["sample-new-out", "sample-out-overwritten", "report"],
+)
+def test_a_failure_after_the_work_leaves_nothing_new(
+    capsys, tiny_grid, tmp_path, monkeypatch, fake_sampling, saved_run, command, existing_out
+):
+    """A full disk while drawing the last picture: one line naming --plots, exit 2; the new
+    --out (written before the pictures, and left behind, before) and the pictures are gone, an
+    --out to be overwritten is untouched, and no hidden staging file stays."""
+    import errno
+
+    import pgm_rl.plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pgm_rl.plots, "plot_trace", full_disk)  # the last of PLOT_FILES
+    out, pics = tmp_path / "out" / "run.nc", tmp_path / "out" / "new" / "pics"
+    out.parent.mkdir()
+    if existing_out:
+        out.write_bytes(b"the user's run")
+    before = _tree(tmp_path)
+    if command == "sample":
+        argv = ["sample", "--kernel", "trajectory-mh", "--grid", tiny_grid, *TINY, "--out"]
+        argv += [str(out), "--overwrite", "--plots", str(pics)]
+    else:
+        argv = ["report", saved_run, "--plots", str(pics)]
+    assert_one_line_error(run(capsys, *argv), "--plots", str(pics), "No space left on device")
+    assert _tree(tmp_path) == before
+    if existing_out:
+        assert out.read_bytes() == b"the user's run"
+
+
+def test_an_out_created_during_the_run_is_not_replaced(
+    capsys, tiny_grid, tmp_path, monkeypatch, fake_sampling
+):
+    """Another process creates --out while sampling: refused in the CLI's words (--overwrite,
+    not the library's "overwrite=True"), the file is untouched and no picture is written."""
+    import pgm_rl.diagnostics
+
+    out, pics = tmp_path / "run.nc", tmp_path / "pics"
+    problems = pgm_rl.diagnostics.problems
+
+    def problems_and_a_rival(*args, **kwargs):
+        out.write_bytes(b"someone else's run")
+        return problems(*args, **kwargs)
+
+    monkeypatch.setattr(pgm_rl.diagnostics, "problems", problems_and_a_rival)
+    argv = ["sample", "--kernel", "trajectory-mh", "--grid", tiny_grid, *TINY, "--out", str(out)]
+    result = run(capsys, *argv, "--plots", str(pics))
+    assert_one_line_error(result, "--out", str(out), "exists", "--overwrite")
+    assert "overwrite=True" not in result[2]
+    assert out.read_bytes() == b"someone else's run"
+    assert sorted(os.listdir(tmp_path)) == ["grid.csv", "run.nc"]
 
 
 # ----------------------------------------------------------------------------- subprocesses
