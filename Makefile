@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "setting up $(VENV) with $(BOOTSTRAP_PYTHON) ($$($(BOOTSTRAP_PYTHON) --version))"
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,gymnasium]'
 	@touch $@
 
 demo: venv
@@ -29,10 +29,12 @@ demo: venv
 	$(VENV)/bin/pgm-rl exact --grid notebook --horizon 100 --beta 100
 	$(PY) examples/demo.py --out report
 
-# Default tests, then the statistical tests marked slow; pytest's "no tests collected" (5) is not a failure.
+# Default tests, then the statistical tests marked slow, on 2 worker processes (pytest-xdist);
+# pytest's "no tests collected" (5) is not a failure.
+PYTEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q || [ $$? -eq 5 ]
-	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow || [ $$? -eq 5 ]
 
 test-fast: venv
 	$(PY) -m pytest -q -x

@@ -1,10 +1,19 @@
 """Shared test set-up: float64 everywhere (float32 checks run in a subprocess), small problems."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+# Many tests compile the same programs (one kernel on one problem shape, built anew per MCMC run):
+# JAX's persistent cache compiles each once per machine (keyed by the program and JAX version).
+jax.config.update(
+    "jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import pgm_rl  # noqa: E402
 

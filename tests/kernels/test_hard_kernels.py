@@ -77,6 +77,7 @@ def test_matches_exact_more(name):
     assert_matches(mcmc, pgm_rl.solve(env, horizon, beta))
 
 
+@pytest.mark.slow  # tests/kernels/test_base.py compares the chain methods from given starts
 @pytest.mark.parametrize("name", KERNELS)
 def test_sequential_chains_give_the_vectorized_draws(name, small_problem):
     """Same key -> same draws, whether the chains run vectorized or one after another."""
