@@ -57,7 +57,7 @@ from pgm_rl._checks import (
 )
 from pgm_rl._sampling import multinomial_resample
 from pgm_rl.dynamics import rollout
-from pgm_rl.model import check_env
+from pgm_rl.model import check_deterministic, check_env
 
 __all__ = [
     "MIN_ANCESTORS",
@@ -242,7 +242,7 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
         ancestors for ``log_z_se`` to mean anything (see the module docstring).
     """
     check_key(key)
-    mdp = check_env(env)
+    mdp = check_deterministic(check_env(env), "run_smc")
     horizon = check_horizon(horizon)
     beta = check_beta(beta)
     num_particles = check_positive_int(num_particles, "num_particles")

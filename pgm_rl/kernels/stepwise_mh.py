@@ -190,7 +190,11 @@ def _stepwise(mdp, scaled_reward, horizon):
     uniform = jnp.full((horizon, n_states, n_actions), -jnp.log(n_actions), reward.dtype)
     prior_states, _, _ = _forward(uniform, mdp)  # (T + 1, S)
     log_mu = jnp.log(prior_states[:-1])  # (T, S), -inf where unreachable
-    log_joint = log_mu[:, :, None] + scaled_reward[None]
+    # Shift by each step's largest reachable scaled reward first: at beta * r ~ 1e8 in float32,
+    # log_mu (~ -10) added to the unshifted value would be lost in its rounding.
+    reachable = (prior_states[:-1] > 0)[:, :, None]
+    top = jnp.max(jnp.where(reachable, scaled_reward[None], -jnp.inf), axis=(1, 2), keepdims=True)
+    log_joint = log_mu[:, :, None] + (scaled_reward[None] - top)
     log_joint = log_joint - jax.scipy.special.logsumexp(log_joint, axis=(1, 2), keepdims=True)
     joint = jnp.exp(log_joint)
     entered = jax.vmap(lambda p: jnp.zeros(n_states, p.dtype).at[next_state].add(p))(joint)

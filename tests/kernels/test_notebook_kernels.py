@@ -261,3 +261,35 @@ def test_kernels_reject_bad_arguments():
         mcmc = MCMC(kernel, num_warmup=1, num_samples=1, progress_bar=False)
         with pytest.raises(ValueError, match="trajectory_model"):
             mcmc.run(jax.random.key(0))
+
+
+FLOAT32_STEPWISE = """
+import json, numpy as np
+import pgm_rl
+from pgm_rl.kernels.stepwise_mh import stepwise_target
+env = pgm_rl.GridWorld.notebook()
+out = {}
+for beta in (1e4, 1e8):
+    target = stepwise_target(env, 10, beta)
+    joint = np.exp(np.asarray(target.log_joint, dtype=np.float64))
+    out[str(beta)] = [float(joint.sum(axis=(1, 2)).min()), float(joint.sum(axis=(1, 2)).max()),
+                      float(target.expected_return)]
+print(json.dumps(out))
+"""
+
+
+def test_stepwise_target_is_normalised_in_float32():
+    """Each step's target sums to 1 in float32 at beta * reward 1e8 (it summed to up to 30)."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", FLOAT32_STEPWISE], capture_output=True, text=True, check=True
+    )
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    reference = {b: stepwise_target(pgm_rl.GridWorld.notebook(), 10, b) for b in (1e4, 1e8)}
+    for beta, (low, high, expected_return) in measured.items():
+        assert abs(low - 1.0) < 1e-5 and abs(high - 1.0) < 1e-5, (beta, low, high)
+        exact = reference[float(beta)].expected_return
+        assert expected_return == pytest.approx(exact, rel=1e-5)
