@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -291,12 +290,10 @@ def test_solve_bad_env(env):
         solve(env, 3, 1.0)
 
 
-def test_solve_too_large_raises_quickly():
+def test_solve_too_large_is_refused_before_allocating():
     env = GridWorld(np.zeros((1000, 1000)), (0, 0))
-    start = time.perf_counter()
-    with pytest.raises(ValueError, match="horizon"):
+    with pytest.raises(ValueError, match=r"horizon=1000000 .* needs about \d+(\.\d)? GiB"):
         solve(env, 10**6, 1.0)
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.fixture(scope="module")
