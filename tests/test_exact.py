@@ -292,7 +292,7 @@ def test_solve_bad_env(env):
 
 def test_solve_too_large_is_refused_before_allocating():
     env = GridWorld(np.zeros((1000, 1000)), (0, 0))
-    with pytest.raises(ValueError, match=r"horizon=1000000 .* needs about \d+(\.\d)? GiB"):
+    with pytest.raises(ValueError, match=r"horizon=1000000 needs about .* GiB"):
         solve(env, 10**6, 1.0)
 
 
