@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -33,6 +34,8 @@ __all__ = ["build_parser", "main"]
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# The picture of ``exact --env ... --plots DIR``.
+ENV_OCCUPANCY_FILE = "occupancy_env.png"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +118,43 @@ def _cell(text):
     return row, col
 
 
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_kwargs(text):
+    """An argparse type: ``key=value,...`` -> dict; values true/false, none, ints, floats, else str."""
+    kwargs = {}
+    for item in text.split(","):
+        item = item.strip()
+        key, equals, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or not _KEY.fullmatch(key):
+            raise argparse.ArgumentTypeError(
+                f"must be KEY=VALUE pairs separated by commas (KEY a Python name), got {item!r} "
+                f"in {text!r}"
+            )
+        if key in kwargs:
+            raise argparse.ArgumentTypeError(f"gives {key!r} twice: {text!r}")
+        if not value:
+            raise argparse.ArgumentTypeError(f"gives {key!r} no value: {text!r}")
+        kwargs[key] = _env_value(value)
+    return kwargs
+
+
+def _env_value(text):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _kernel_name(text):
     """An argparse type: a name of the kernel registry (read only when the option is given)."""
     from pgm_rl.kernels.registry import KERNELS
@@ -155,17 +195,30 @@ def _kernel_list():
 
 
 def _problem_arguments(parser):
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--grid",
-        default="notebook",
-        help="'notebook' (the seed notebook's 6x6 grid, default) or a CSV / whitespace-separated "
-        "file of cell rewards",
+        help="'notebook' (the seed notebook's 6x6 grid, the default) or a CSV / "
+        "whitespace-separated file of cell rewards",
+    )
+    where.add_argument(
+        "--env",
+        metavar="ID",
+        help="a Gymnasium toy-text environment instead of a grid, e.g. FrozenLake-v1, "
+        "CliffWalking-v1, Taxi-v4 (needs the extra pgm_rl[gymnasium])",
+    )
+    parser.add_argument(
+        "--env-kwargs",
+        type=_env_kwargs,
+        metavar="KEY=VALUE,...",
+        help="keyword arguments of gymnasium.make for --env, e.g. is_slippery=true,map_name=8x8 "
+        "(true/false, ints, floats, none, else strings)",
     )
     parser.add_argument(
         "--start",
         type=_cell,
         metavar="ROW,COL",
-        help="start cell (default: (5, 0) on the notebook grid, (0, 0) on a grid file)",
+        help="start cell of --grid (default: (5, 0) on the notebook grid, (0, 0) on a grid file)",
     )
     parser.add_argument(
         "--horizon", type=_positive_int, required=True, metavar="T", help="number of actions T >= 1"
@@ -217,12 +270,23 @@ def build_parser():
         "exact",
         help="solve the trajectory posterior exactly",
         description="Exact inference: log Z, expected return, where the agent ends, and the "
-        "most probable (MAP) path.",
+        "most probable (MAP) path. With --env: the exact posterior beside the soft-Bellman "
+        "policy (log Z vs ELBO*, planned vs executed return, where each ends).",
     )
     _problem_arguments(exact)
     exact.add_argument(
-        "--top", type=_positive_int, default=5, help="how many end cells to list (default 5)"
+        "--top",
+        type=_positive_int,
+        default=5,
+        help="how many end cells (with --env: terminal states) to list (default 5)",
     )
+    exact.add_argument(
+        "--plots",
+        metavar="DIR",
+        help=f"with --env on a grid map: write {ENV_OCCUPANCY_FILE} (posterior beside "
+        "soft-Bellman occupancy) into DIR",
+    )
+    exact.add_argument("--overwrite", action="store_true", help="replace an existing picture")
 
     sample = commands.add_parser(
         "sample",
@@ -301,17 +365,99 @@ def _setup_jax():
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
 
-def _env(args):
-    from pgm_rl.envs import GridWorld
+class _CommandError(Exception):
+    """A failure reported as one line with exit code 2 (e.g. a missing optional extra)."""
 
-    if args.grid == "notebook":
-        env = GridWorld.notebook()
-        return env if args.start is None else GridWorld(env.rewards, args.start)
-    return GridWorld.from_file(args.grid, (0, 0) if args.start is None else args.start)
+
+def _env(args):
+    """The problem's MDP: ``--grid`` (a GridWorld) or ``--env`` (a Gymnasium environment)."""
+    if args.env is None:
+        if args.env_kwargs is not None:
+            raise ValueError("--env-kwargs needs --env (they are passed to gymnasium.make)")
+        from pgm_rl.envs import GridWorld
+
+        if args.grid is None or args.grid == "notebook":
+            env = GridWorld.notebook()
+            return env if args.start is None else GridWorld(env.rewards, args.start)
+        return GridWorld.from_file(args.grid, (0, 0) if args.start is None else args.start)
+    if args.start is not None:
+        raise ValueError(
+            "--start is for --grid; a Gymnasium environment (--env) has its own start distribution"
+        )
+    return _gymnasium_env(args.env, args.env_kwargs or {})
+
+
+def _gymnasium_env(env_id, kwargs):
+    """``from_gymnasium(env_id, **kwargs)``; every failure one line naming ``--env``."""
+    import warnings
+
+    from pgm_rl.envs import from_gymnasium
+
+    where = f"--env {env_id}" + (f" --env-kwargs {_kwargs_text(kwargs)}" if kwargs else "")
+    try:
+        import gymnasium  # noqa: F401  (first: its import adds warning filters of its own)
+    except ImportError:
+        raise _CommandError(
+            f"{where} needs Gymnasium, the optional extra pgm_rl[gymnasium]: pip install "
+            "'pgm_rl[gymnasium]'"
+        ) from None
+    try:
+        with warnings.catch_warnings():  # Gymnasium's own notes (versions, render modes)
+            warnings.simplefilter("ignore")
+            return from_gymnasium(env_id, **kwargs)
+    except Exception as error:  # gymnasium.error.Error (an unknown id), TypeError, ValueError
+        if isinstance(error, (TypeError, ValueError)) or type(error).__module__.startswith(
+            "gymnasium"
+        ):
+            raise _CommandError(f"{where}: {error}") from None
+        raise
+
+
+def _kwargs_text(kwargs):
+    return ",".join(f"{key}={value}" for key, value in kwargs.items())
+
+
+def _is_gymnasium(env):
+    return hasattr(env, "env_id")
+
+
+def _state_label(env, state):
+    """'(row, col) L' on a map with letters, '(row, col)' on a grid, else 'state s'."""
+    shape = getattr(env, "shape", None)
+    if shape is None or not hasattr(env, "cell_of"):
+        return f"state {state}"
+    row, col = env.cell_of(int(state))
+    desc = getattr(env, "desc", None)
+    letter = f" {desc[row][col]}" if desc is not None else ""
+    return f"({row}, {col}){letter}"
+
+
+def _goal_states(env):
+    """The states of the map's 'G' cells (none without a lettered grid map)."""
+    desc, shape = getattr(env, "desc", None), getattr(env, "shape", None)
+    if desc is None or shape is None:
+        return []
+    return [
+        row * shape[1] + col
+        for row, line in enumerate(desc)
+        for col, c in enumerate(line)
+        if c == "G"
+    ]
 
 
 def _problem_line(env, args):
-    return f"grid {env.shape[0]}x{env.shape[1]}, start {env.start}, T={args.horizon}, beta={args.beta:g}"
+    if not _is_gymnasium(env):
+        return f"grid {env.shape[0]}x{env.shape[1]}, start {env.start}, T={args.horizon}, beta={args.beta:g}"
+    kwargs = f" ({_kwargs_text(args.env_kwargs)})" if args.env_kwargs else ""
+    dynamics = "stochastic" if env.has_random_dynamics else "deterministic"
+    if env.has_random_start:
+        start = f"random start over {int((env.start_probs > 0).sum())} states"
+    else:
+        start = f"start {_state_label(env, env.start_state)}"
+    return (
+        f"{env.env_id}{kwargs}: {env.n_states} states, {env.n_actions} actions, {dynamics} "
+        f"dynamics, {start}, T={args.horizon}, beta={args.beta:g}"
+    )
 
 
 def _check_outputs(overwrite, out=None, folder=None, pictures=()):
@@ -550,12 +696,21 @@ def _budget(args):
 
 
 def _cmd_exact(args):
+    env = _env(args)
+    if args.plots is not None and not _is_gymnasium(env):
+        raise ValueError(
+            "exact --plots draws a Gymnasium environment's map (posterior beside soft-Bellman "
+            "occupancy): give --env"
+        )
+    if _is_gymnasium(env):
+        pictures = [] if args.plots is None else [ENV_OCCUPANCY_FILE]
+        with _Outputs(args, pictures) as outputs:
+            return _exact_env(args, env, outputs)
     import numpy as np
 
     from pgm_rl.envs import ACTION_NAMES
     from pgm_rl.exact import most_probable_path, solve
 
-    env = _env(args)
     _setup_jax()
     exact = solve(env, args.horizon, args.beta)
     final = np.asarray(exact.state_marginals)[-1]
@@ -579,6 +734,93 @@ def _cmd_exact(args):
     print(f"  actions: {_runs(ACTION_NAMES[a] for a in actions)}")
     print(f"  cells:   {_runs(str(env.cell_of(int(s))).replace(' ', '') for s in states)}")
     return 0
+
+
+def _exact_env(args, env, outputs):
+    """``exact --env``: the exact posterior beside the soft-Bellman policy, one table."""
+    import numpy as np
+
+    from pgm_rl.exact import evaluate_policy, most_probable_path, soft_bellman, solve
+
+    _setup_jax()
+    if args.plots is not None and getattr(env, "shape", None) is None:
+        raise ValueError(f"exact --plots needs a grid map; {env.env_id} has none")
+    post = solve(env, args.horizon, args.beta)
+    soft = soft_bellman(env, args.horizon, args.beta)
+    executed = evaluate_policy(env, post.policy, args.beta)
+    columns = (post, executed, soft)
+    print(f"exact posterior and soft-Bellman policy: {_problem_line(env, args)}")
+    rows = [
+        ("", ("posterior", "posterior's", "soft-Bellman")),
+        ("", ("(planned)", "policy executed", "policy")),
+        ("log Z | ELBO of the policy", _numbers((post.log_z, executed.elbo, soft.elbo), ".7g")),
+        ("expected return", _numbers([c.expected_return for c in columns], ".6g")),
+    ]
+    goal = _goal_states(env)
+    if goal:
+        where = ", ".join(_state_label(env, s) for s in goal)
+        reach = [c.reach_probability(goal) for c in columns]
+        rows.append((f"P(reach the goal {where})", _numbers(reach, ".4g")))
+    final = np.stack([np.asarray(c.state_marginals, np.float64)[-1] for c in columns])
+    terminal = list(getattr(env, "terminal_states", ()))
+    if terminal:
+        order = sorted(terminal, key=lambda s: (s not in goal, -final[:, s].max(), s))
+        shown = [s for s in order if s in goal or final[:, s].max() > 0][: args.top]
+        rows.append(("P(end in a terminal state):", ("", "", "")))
+        for state in shown:
+            rows.append((f"  {_state_label(env, state)}", _numbers(final[:, state], ".4g")))
+        rest = [s for s in terminal if s not in shown]
+        if rest:
+            rows.append(
+                (f"  {len(rest)} other terminal states", _numbers(final[:, rest].sum(1), ".4g"))
+            )
+        elsewhere = np.clip(1.0 - final[:, terminal].sum(1), 0.0, 1.0)
+        rows.append(("  none (still on the way)", _numbers(elsewhere, ".4g")))
+    width = max(len(label) for label, _ in rows)
+    for label, values in rows:
+        print((f"{label:<{width}}  " + "".join(f"{value:>17}" for value in values)).rstrip())
+    gap = post.log_z - soft.elbo
+    if env.is_deterministic:
+        print(
+            "deterministic dynamics and one start state: the posterior is the soft-Bellman "
+            f"policy (log Z - ELBO* = {gap:.3g})"
+        )
+        actions, states = most_probable_path(env, args.horizon, args.beta)
+        names = env.action_names
+        print(f"most probable path: {_runs(names[a] for a in actions)}")
+        print(f"  states: {_runs(_state_label(env, s).replace(' ', '') for s in states)}")
+    else:
+        print(
+            f"optimism (Levine 2018, 2.4): log Z - ELBO* = {gap:.4g} nats; the posterior plans "
+            f"as if {_lucky(env)} on its side: it plans a return of "
+            f"{post.expected_return:.6g}, its policy executed in the "
+            f"true dynamics gets {executed.expected_return:.6g}, the soft-Bellman policy "
+            f"{soft.expected_return:.6g}"
+        )
+    drawn = []
+    if args.plots is not None:
+        import matplotlib.pyplot as plt
+
+        from pgm_rl.plots import plot_env_occupancy
+
+        with outputs.drawing() as folder:
+            plot_env_occupancy(env, post, soft, save=os.path.join(folder, ENV_OCCUPANCY_FILE))
+            plt.close("all")
+            drawn.append(ENV_OCCUPANCY_FILE)
+    outputs.commit(pictures=drawn)
+    return 0
+
+
+def _lucky(env):
+    chosen = [
+        *(["the dynamics"] if env.has_random_dynamics else []),
+        *(["the start"] if env.has_random_start else []),
+    ]
+    return " and ".join(chosen) + (" were" if env.has_random_dynamics else " was")
+
+
+def _numbers(values, spec):
+    return tuple(format(float(value), spec) for value in values)
 
 
 def _cmd_sample(args):
@@ -633,6 +875,8 @@ def _cmd_compare(args):
 
         names = list(KERNELS)
     occupancy = {name: f"occupancy_{name.replace(' ', '_')}.png" for name in [*names, "exact iid"]}
+    if _is_gymnasium(env):  # the occupancy pictures draw a GridWorld's reward grid
+        occupancy = {}
     pictures = [] if args.plots is None else ["tv.png", *occupancy.values()]
     with _Outputs(args, pictures) as outputs:
         return _compare(args, env, names, occupancy, outputs)
@@ -671,6 +915,8 @@ def _compare(args, env, names, occupancy, outputs):
             plt.close("all")
             drawn.append("tv.png")
             for name, dt in trees.items():
+                if name not in occupancy:
+                    continue
                 plots.plot_occupancy(dt, save=os.path.join(folder, occupancy[name]))
                 plt.close("all")
                 drawn.append(occupancy[name])
@@ -778,7 +1024,7 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         prog = f"pgm-rl {args.command}"
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, _CommandError) as error:
         print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -560,3 +560,121 @@ def test_ctrl_c_during_sample_prints_one_line_and_exits_130(tiny_grid):
     assert "Traceback" not in err and "Traceback" not in out
     assert err.count("interrupted") == 1
     assert err.strip().splitlines()[-1] == "pgm-rl sample: interrupted"
+
+
+# ----------------------------------------------------------------------------- --env (Gymnasium)
+
+SLIPPERY_LAKE = ["--env", "FrozenLake-v1", "--horizon", "20", "--beta", "5"]
+PLAIN_LAKE = ["--env", "FrozenLake-v1", "--env-kwargs", "is_slippery=false"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("is_slippery=true", {"is_slippery": True}),
+        ("is_slippery=False,map_name=8x8", {"is_slippery": False, "map_name": "8x8"}),
+        (" a = 3 , b=2.5,c=none,d=1e-3,e=-4", {"a": 3, "b": 2.5, "c": None, "d": 1e-3, "e": -4}),
+    ],
+)
+def test_env_kwargs_parse_values(text, expected):
+    parsed = cli._env_kwargs(text)
+    assert parsed == expected
+    assert all(type(parsed[key]) is type(value) for key, value in expected.items())
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--env", "FrozenLake-v1", "--grid", "notebook"], ["--grid", "not allowed", "--env"]),
+        (["--env", "FrozenLake-v1", "--env-kwargs", "is_slippery"], ["--env-kwargs", "KEY=VALUE"]),
+        (["--env", "FrozenLake-v1", "--env-kwargs", "=3"], ["--env-kwargs", "'=3'"]),
+        (["--env", "FrozenLake-v1", "--env-kwargs", "a=1,a=2"], ["--env-kwargs", "twice"]),
+        (["--env", "FrozenLake-v1", "--env-kwargs", "a="], ["--env-kwargs", "no value"]),
+        (["--env", "FrozenLake-v1", "--env-kwargs", "a=1,,b=2"], ["--env-kwargs", "KEY=VALUE"]),
+        (["--env-kwargs", "is_slippery=true"], ["--env-kwargs needs --env"]),
+        (["--env", "FrozenLake-v1", "--start", "0,0"], ["--start", "--env"]),
+        (["--env", "Nope-v1"], ["--env Nope-v1", "doesn't exist"]),
+        (["--env", "CartPole-v1"], ["--env CartPole-v1", "Discrete"]),
+        (["--env", "FrozenLake-v1", "--env-kwargs", "foo=1"], ["--env-kwargs foo=1", "foo"]),
+        (["--env", "Taxi-v3"], ["--env Taxi-v3", "Taxi-v4"]),
+    ],
+)
+def test_bad_env_arguments_give_one_line_and_exit_2(capsys, args, words):
+    assert_one_line_error(run(capsys, "exact", *args, *TINY), *words)
+
+
+@pytest.mark.parametrize("command", ["exact", "sample", "compare", "smc"])
+def test_without_gymnasium_env_names_the_extra(capsys, monkeypatch, command):
+    monkeypatch.setitem(sys.modules, "gymnasium", None)
+    extra = ["--kernel", "trajectory-mh"] if command == "sample" else []
+    result = run(capsys, command, *extra, "--env", "FrozenLake-v1", *TINY)
+    assert_one_line_error(result, "pgm_rl[gymnasium]", "--env FrozenLake-v1")
+
+
+def test_exact_env_puts_the_posterior_beside_the_soft_bellman_policy(capsys):
+    code, out, err = run(capsys, "exact", *SLIPPERY_LAKE)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "FrozenLake-v1: 16 states, 4 actions, stochastic dynamics, start (0, 0) S" in lines[0]
+    table = {line[:36].strip(): line[36:].split() for line in lines[3:]}
+    # the numbers (tests/test_gymnasium.py checks them against the library)
+    assert table["log Z | ELBO of the policy"] == ["1.041876", "0.008123972", "0.07954135"]
+    assert table["expected return"] == ["0.651598", "0.0258292", "0.0193962"]
+    assert table["P(reach the goal (3, 3) G)"] == ["0.6516", "0.02583", "0.0194"]
+    assert table["(3, 3) G"] == ["0.6516", "0.02583", "0.0194"]
+    assert set(table) >= {"(1, 1) H", "(1, 3) H", "(2, 3) H", "(3, 0) H"}
+    ends = [table[label] for label in table if label.endswith((" G", " H", "the way)"))]
+    for column in range(3):  # where each column ends: a distribution
+        assert sum(float(row[column]) for row in ends) == pytest.approx(1.0, abs=1e-3)
+    assert "log Z - ELBO* = 0.9623 nats" in lines[-1] and "dynamics were on its side" in lines[-1]
+
+
+def test_exact_env_deterministic_coincide_and_top(capsys):
+    argv = ["exact", "--env", "CliffWalking-v1", "--env-kwargs", "is_slippery=false", *TINY]
+    code, out, err = run(capsys, *argv, "--horizon", "14")
+    assert code == 0, err
+    assert "deterministic dynamics, start (3, 0) S" in out
+    assert "the posterior is the soft-Bellman policy (log Z - ELBO* = 0)" in out
+    assert "most probable path: up, right x11, down" in out
+    assert "(2,0)., (2,1)." in out and "(3,11)G" in out
+    eight = ["--env", "FrozenLake-v1", "--env-kwargs", "map_name=8x8", "--horizon", "20"]
+    code, out, err = run(capsys, "exact", *eight, "--beta", "5", "--top", "2")
+    assert code == 0, err
+    # the goal first, then the likeliest hole, then the other 9 of the 11 terminal states
+    assert "(7, 7) G" in out and "(2, 3) H" in out and "9 other terminal states" in out
+
+
+def test_exact_env_plots_the_map(capsys, tmp_path):
+    pics = tmp_path / "pics"
+    code, out, err = run(capsys, "exact", *PLAIN_LAKE, *TINY, "--plots", str(pics))
+    assert code == 0, err
+    assert (pics / cli.ENV_OCCUPANCY_FILE).stat().st_size > 10_000
+    assert f"wrote {pics / cli.ENV_OCCUPANCY_FILE}" in out
+    result = run(capsys, "exact", *PLAIN_LAKE, *TINY, "--plots", str(pics))
+    assert_one_line_error(result, "exists", "--overwrite")
+    assert_one_line_error(run(capsys, "exact", *TINY, "--plots", str(pics)), "--plots", "--env")
+    result = run(capsys, "exact", "--env", "Taxi-v4", *TINY, "--plots", str(tmp_path / "taxi"))
+    assert_one_line_error(result, "grid map", "Taxi-v4")
+    assert not (tmp_path / "taxi").exists()
+
+
+def test_sample_compare_and_smc_take_env(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "sample", "--kernel", "trajectory-mh", *PLAIN_LAKE, *TINY, *RUN, "--no-progress",
+        "--out", str(tmp_path / "run.nc"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("trajectory-mh: FrozenLake-v1 (is_slippery=False): 16 states")
+    assert "vs exact: mean TV" in out
+    code, out, err = run(capsys, "report", str(tmp_path / "run.nc"))
+    assert code == 0, err
+    cliff = ["--env", "CliffWalking-v1", *TINY]
+    code, out, err = run(
+        capsys, "compare", "--kernels", "trajectory-mh", *cliff, *RUN, "--plots", str(tmp_path)
+    )
+    assert code == 0, err
+    assert "compare: CliffWalking-v1: 48 states" in out and "exact iid" in out
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["tv.png"]  # no reward grid to draw
+    code, out, err = run(capsys, "smc", *PLAIN_LAKE, *TINY, "--particles", "100", "--runs", "2")
+    assert code == 0, err
+    assert "smc: FrozenLake-v1 (is_slippery=False)" in out and "pooled over runs" in out

@@ -157,3 +157,84 @@ def test_grid_pictures_need_a_grid(problem):
         plots.plot_trajectories(tree)
     with pytest.raises(TypeError, match="DataTree"):
         plots.plot_rank({"posterior": 1})
+
+
+# ----------------------------------------------------------------------------- Gymnasium maps
+
+
+@pytest.fixture(scope="module")
+def lake():
+    pytest.importorskip("gymnasium")
+    env = pgm_rl.envs.from_gymnasium("FrozenLake-v1", is_slippery=True)
+    return env, pgm_rl.solve(env, 20, 5.0), pgm_rl.soft_bellman(env, 20, 5.0)
+
+
+def test_episode_visits_count_a_terminal_state_once(lake):
+    env, exact, soft = lake
+    for result in (exact, soft):
+        visits = plots.episode_visits(result)
+        marginals = np.asarray(result.state_marginals)
+        terminal = list(env.terminal_states)
+        np.testing.assert_allclose(visits[terminal], marginals[-1, terminal])
+        assert visits[15] == pytest.approx(result.reach_probability(15))  # the goal
+        # an episode of T steps: T + 1 states, one per step, until it ends
+        lengths = marginals[:, [s for s in range(16) if s not in terminal]].sum()
+        assert visits.sum() == pytest.approx(lengths + marginals[-1, terminal].sum())
+
+
+def test_env_occupancy_on_the_lake(lake, tmp_path):
+    env, exact, soft = lake
+    path = tmp_path / "lake.png"
+    fig = plots.plot_env_occupancy(env, exact, soft, save=path)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3 and len(fig.axes) == 4  # three maps and the colour bar
+    titles = [ax.get_title() for ax in panels]
+    assert titles == [
+        "exact posterior: what it plans",
+        "the posterior's policy, executed",
+        "soft-Bellman policy",
+    ]
+    captions = [
+        text.get_text() for ax in panels[:3] for text in ax.texts if "\n" in text.get_text()
+    ]
+    assert "log Z = 1.042" in captions[0] and "P(reach goal) = 0.652" in captions[0]
+    assert "ELBO = 0.008124" in captions[1] and "P(reach goal) = 0.0258" in captions[1]
+    assert "ELBO* = 0.07954" in captions[2] and "P(reach goal) = 0.0194" in captions[2]
+    letters = {text.get_text() for text in panels[0].texts}
+    assert {"S", "H", "G", "0.65"} <= letters  # the map, and the goal's P(ending there)
+    limits = {tuple(ax.images[0].get_clim()) for ax in panels[:3]}
+    assert len(limits) == 1  # one colour scale
+    height, width = _png_shape(path)
+    assert width > 2.2 * height
+    fig = plots.plot_env_occupancy(env, exact, soft, executed=False)
+    assert len([ax for ax in fig.axes if ax.images]) == 2
+
+
+def test_env_occupancy_stacks_a_wide_map():
+    pytest.importorskip("gymnasium")
+    env = pgm_rl.envs.from_gymnasium("CliffWalking-v1", is_slippery=True)
+    exact, soft = pgm_rl.solve(env, 8, 1.0), pgm_rl.soft_bellman(env, 8, 1.0)
+    fig = plots.plot_env_occupancy(env, exact, soft)
+    maps = [ax for ax in fig.axes if ax.images][:3]
+    assert [ax.get_position().y0 for ax in maps] == sorted(
+        (ax.get_position().y0 for ax in maps), reverse=True
+    )
+    assert "C" in {text.get_text() for text in maps[0].texts}
+
+
+def test_env_occupancy_bad_input(lake):
+    env, exact, soft = lake
+    with pytest.raises(TypeError, match="exact must be"):
+        plots.plot_env_occupancy(env, soft, soft)
+    with pytest.raises(TypeError, match="soft must be"):
+        plots.plot_env_occupancy(env, exact, exact)
+    with pytest.raises(ValueError, match="one horizon"):
+        plots.plot_env_occupancy(env, exact, pgm_rl.soft_bellman(env, 5, 5.0))
+    taxi = pgm_rl.envs.from_gymnasium("Taxi-v4")
+    with pytest.raises(ValueError, match="cells of a grid"):
+        plots.plot_env_occupancy(taxi, exact, soft)
+    other = pgm_rl.envs.from_gymnasium("CliffWalking-v1")
+    with pytest.raises(ValueError, match="another MDP"):
+        plots.plot_env_occupancy(other, exact, soft)
+    with pytest.raises(ValueError, match=r"\.png or \.svg"):
+        plots.plot_env_occupancy(env, exact, soft, save="lake.jpg")
