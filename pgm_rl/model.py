@@ -3,6 +3,8 @@
 p(a_0..a_{T-1} | O = 1) ∝ ∏_t (1/A) · exp(beta · r(s_t, a_t))
 """
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -17,7 +19,8 @@ from pgm_rl._checks import (
     itemsize,
 )
 from pgm_rl._mdp_kinds import not_supported_error
-from pgm_rl.dynamics import rollout
+from pgm_rl._sampling import positive_uniform
+from pgm_rl.dynamics import follow, rollout
 from pgm_rl.envs import TabularMDP
 
 
@@ -28,6 +31,25 @@ def trajectory_model(env, horizon, beta):
     (given by ``probs``: NumPyro then samples by inverse CDF, ~10x faster than Gumbel-max);
     deterministic ``"states"`` (T + 1,) and ``"rewards"`` (T,); factor ``"optimality"``
     = ``beta * sum(rewards)``, the log-likelihood of the optimality variables O_t = 1.
+
+    On a stochastic MDP the posterior also "chooses" the start and the outcomes (Levine 2018,
+    section 2.4), so they are latent sites too:
+
+    - ``"start"`` (scalar int), when the start is random: ``Categorical(start_probs)``;
+    - ``"outcomes"`` (T,) in ``plate("time")``, when the dynamics are random: the INDEX
+      ``k_t`` of the outcome of step t among ``mdp.outcome_probs[s_t, a_t]`` (S, A, K), not the
+      next state. Indices rather than states because two outcomes may enter the same state
+      with different rewards (slippery CliffWalking), and because an index is always a valid
+      value whatever the state it is read from (a state need not be reachable). Its
+      distribution is :class:`OutcomeIndices`: step t's Categorical has the probabilities
+      gathered along the path the site's own value (with the actions and start) follows, so
+      ``log_density`` scores any value and the prior draws the steps in turn.
+
+    ``"states"`` and ``"rewards"`` stay deterministic sites (the rollout of start, actions and
+    outcomes), and on a deterministic MDP the sites are exactly those listed first.
+    NumPyro's ``log_density``, ``Predictive``, ``DiscreteHMCGibbs`` and ``MixedHMC`` accept
+    the model (the Gibbs kernels change one outcome index at a time; an impossible index,
+    probability 0, is rejected).
 
     Parameters
     ----------
@@ -43,10 +65,10 @@ def trajectory_model(env, horizon, beta):
         If one trajectory's arrays would not fit in memory, or ``beta * max |reward|``, the
         largest return or ``horizon * beta * max |reward|`` overflows the working dtype.
     """
-    mdp = check_deterministic(check_env(env), "trajectory_model")
+    mdp = check_env(env)
     horizon = check_horizon(horizon)
     beta = check_beta(beta)
-    check_no_overflow(mdp.reward, horizon, beta)
+    check_no_overflow(mdp.outcome_rewards if mdp.has_random_dynamics else mdp.reward, horizon, beta)
     # actions, states and rewards (T,) plus the scan's and NumPyro's copies of them
     check_fits_in_memory(
         4 * (horizon + 1) * (4 + itemsize()),
@@ -55,16 +77,76 @@ def trajectory_model(env, horizon, beta):
         "one trajectory's arrays",
         "use a shorter horizon",
     )
+    start = None
+    if mdp.has_random_start:
+        start = numpyro.sample("start", dist.Categorical(probs=jnp.asarray(mdp.start_probs)))
     with numpyro.plate("time", horizon):
         actions = numpyro.sample(
             "actions",
             dist.Categorical(probs=jnp.full(mdp.n_actions, 1.0 / mdp.n_actions)),
             infer={"pgm_rl": {"mdp": mdp, "horizon": horizon, "beta": beta}},
         )
-    states, rewards = rollout(mdp, actions)
+        if mdp.has_random_dynamics:
+            initial = mdp.start_state if start is None else start
+            outcomes = numpyro.sample("outcomes", OutcomeIndices(mdp, initial, actions))
+            states, rewards = rollout(mdp, actions, start, outcomes)
+    if not mdp.has_random_dynamics:
+        states, rewards = rollout(mdp, actions, start)
     numpyro.deterministic("states", states)
     numpyro.deterministic("rewards", rewards)
     numpyro.factor("optimality", beta * jnp.sum(rewards, axis=-1))
+
+
+class OutcomeIndices(dist.Distribution):
+    """The outcome indices of a trajectory's steps, given its start and actions (batch (..., T)).
+
+    ``log_prob(k)[..., t] = log outcome_probs[s_t, a_t, k_t]`` with ``s_t`` the state the path
+    ``(start, actions, k)`` reaches at step t; ``sample`` draws ``k_0, k_1, ...`` in turn from
+    the dynamics (inverse CDF, one uniform per step). Each step's support is ``0..K-1``
+    (indices of probability 0, the padding, have log-probability ``-inf``).
+
+    Parameters
+    ----------
+    mdp : TabularMDP with stochastic dynamics
+    start : int array, shape (...)
+    actions : int array, shape (..., T)
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    has_enumerate_support = True
+    pytree_data_fields = ("start", "actions")
+    pytree_aux_fields = ("mdp",)
+
+    def __init__(self, mdp, start, actions, *, validate_args=None):
+        self.mdp = mdp
+        self.actions = jnp.asarray(actions, jnp.int32)
+        self.start = jnp.broadcast_to(jnp.asarray(start, jnp.int32), self.actions.shape[:-1])
+        super().__init__(batch_shape=self.actions.shape, validate_args=validate_args)
+
+    @property
+    def support(self):
+        return dist.constraints.integer_interval(0, self.mdp.n_outcomes - 1)
+
+    def sample(self, key, sample_shape=()):
+        shape = tuple(sample_shape) + self.batch_shape
+        noise = positive_uniform(key, shape, jnp.asarray(self.mdp.outcome_probs).dtype)
+        actions = jnp.broadcast_to(self.actions, shape)
+        start = jnp.broadcast_to(self.start, shape[:-1])
+        zeros = jnp.zeros(shape, jnp.int32)
+        return follow(self.mdp, start, actions, zeros, noise, jnp.ones(shape[-1:], bool))[2]
+
+    def log_prob(self, value):
+        value = jnp.asarray(value, jnp.int32)
+        shape = jnp.broadcast_shapes(value.shape, self.batch_shape)
+        actions = jnp.broadcast_to(self.actions, shape)
+        start = jnp.broadcast_to(self.start, shape[:-1])
+        return follow(self.mdp, start, actions, jnp.broadcast_to(value, shape))[3]
+
+    def enumerate_support(self, expand=True):
+        values = jnp.arange(self.mdp.n_outcomes).reshape((-1,) + (1,) * len(self.batch_shape))
+        if expand:
+            values = jnp.broadcast_to(values, values.shape[:1] + self.batch_shape)
+        return values
 
 
 def check_deterministic(mdp, what):
@@ -136,11 +218,15 @@ def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this ker
             "(it uses the MDP structure)"
         )
     mdp, horizon, beta = info["mdp"], info["horizon"], info["beta"]
-    check_deterministic(mdp, kernel)
+    expected_sites = dict(TRAJECTORY_SITES)
+    if mdp.has_random_start:
+        expected_sites["start"] = "sample"
+    if mdp.has_random_dynamics:
+        expected_sites["outcomes"] = "sample"
     extra = [
         f"{name!r} ({_site_kind(entry)})"
         for name, entry in model_trace.items()
-        if TRAJECTORY_SITES.get(name) != entry["type"]
+        if expected_sites.get(name) != entry["type"]
     ]
     if extra:
         raise ValueError(
@@ -150,7 +236,8 @@ def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this ker
         )
     changed = [
         name
-        for name in ("actions", "optimality")
+        for name in ("actions", "optimality", "start", "outcomes")
+        if name in expected_sites
         if model_trace[name]["scale"] is not None
         or model_trace[name]["is_observed"] != (name == "optimality")
     ]

@@ -55,9 +55,9 @@ from pgm_rl._checks import (
     check_particles_fit,
     check_positive_int,
 )
-from pgm_rl._sampling import multinomial_resample
-from pgm_rl.dynamics import rollout
-from pgm_rl.model import check_deterministic, check_env
+from pgm_rl._sampling import multinomial_resample, positive_uniform
+from pgm_rl.dynamics import draw_start, follow, rollout
+from pgm_rl.model import check_env
 
 __all__ = [
     "MIN_ANCESTORS",
@@ -242,29 +242,36 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
         ancestors for ``log_z_se`` to mean anything (see the module docstring).
     """
     check_key(key)
-    mdp = check_deterministic(check_env(env), "run_smc")
+    mdp = check_env(env)
     horizon = check_horizon(horizon)
     beta = check_beta(beta)
     num_particles = check_positive_int(num_particles, "num_particles")
     if num_particles < 2:
         raise ValueError(f"num_particles must be an int >= 2, got {num_particles}")
     check_particles_fit(num_particles, horizon)  # int32 indices and memory
-    check_no_overflow(mdp.reward, horizon, beta)  # beta * reward and log Z in the dtype
+    rewards_of = mdp.outcome_rewards if mdp.has_random_dynamics else mdp.reward
+    check_no_overflow(rewards_of, horizon, beta)  # beta * reward and log Z in the dtype
     if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, numbers.Real):
         raise TypeError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
     if not 0.0 <= ess_threshold <= 1.0:
         raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold}")
-    actions, log_weights, log_z, log_z_se, ess, num_resampling, num_ancestors, effective = _smc(
-        key,
-        jnp.asarray(mdp.next_state),
-        jnp.asarray(mdp.reward),
-        mdp.start_state,
-        beta,
-        float(ess_threshold),
-        horizon,
-        num_particles,
-    )
-    states, rewards = rollout(mdp, actions)
+    if mdp.is_deterministic:
+        actions, log_weights, log_z, log_z_se, ess, num_resampling, num_ancestors, effective = _smc(
+            key,
+            jnp.asarray(mdp.next_state),
+            jnp.asarray(mdp.reward),
+            mdp.start_state,
+            beta,
+            float(ess_threshold),
+            horizon,
+            num_particles,
+        )
+        states, rewards = rollout(mdp, actions)
+    else:
+        (states, rewards, actions), stats = _smc_stochastic(
+            key, mdp, beta, float(ess_threshold), horizon, num_particles
+        )
+        log_weights, log_z, log_z_se, ess, num_resampling, num_ancestors, effective = stats
     result = SMCResult(
         actions,
         states,
@@ -289,6 +296,86 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
             stacklevel=2,
         )
     return result
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5))
+def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles):
+    """:func:`_smc` on a stochastic MDP: bootstrap proposals of the start, the actions and the
+    outcomes (drawn from the dynamics with :func:`pgm_rl.dynamics.follow`, one step at a time).
+    Returns ``((states, rewards, actions) of the paths, statistics as in _smc)``."""
+    n_actions = mdp.n_actions
+    start_key, key = random.split(key)
+    s0 = draw_start(start_key, mdp, (num_particles,))
+    reward_dtype = jnp.asarray(mdp.outcome_rewards).dtype
+    uniform = jnp.full(num_particles, -jnp.log(num_particles), reward_dtype)
+
+    def forward(carry, inputs):
+        states, log_w, log_z, eve, num_resampling = carry
+        step_key, t = inputs
+        action_key, outcome_key, resample_key = random.split(step_key, 3)
+        actions = random.randint(action_key, (num_particles, 1), 0, n_actions, jnp.int32)
+        noise = positive_uniform(outcome_key, (num_particles, 1), reward_dtype)
+        zeros = jnp.zeros((num_particles, 1), jnp.int32)
+        path, rewards, _, _ = follow(mdp, states, actions, zeros, noise, jnp.ones(1, bool))
+        log_w = log_w + beta * rewards[:, 0]
+        step_log_z = logsumexp(log_w)
+        log_w = log_w - step_log_z
+        states = path[:, 1]
+        ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
+        resample = (ess < ess_threshold * num_particles) & (t < horizon - 1)
+        ancestors = jnp.where(
+            resample,
+            multinomial_resample(resample_key, log_w, num_particles),
+            jnp.arange(num_particles),
+        )
+        carry = (
+            states[ancestors],
+            jnp.where(resample, uniform, log_w),
+            log_z + step_log_z,
+            eve[ancestors],
+            num_resampling + resample,
+        )
+        return carry, (ancestors, path[:, 1], rewards[:, 0], actions[:, 0])
+
+    start = (s0, uniform, jnp.zeros((), reward_dtype), jnp.arange(num_particles),
+             jnp.zeros((), jnp.int32))  # fmt: skip
+    inputs = (random.split(key, horizon), jnp.arange(horizon))
+    (_, log_w, log_z, eve, num_resampling), (ancestors, entered, rewards, actions) = lax.scan(
+        forward, start, inputs
+    )
+
+    # ancestors[t] is the resampling after step t; step t's arrays are indexed by the particle
+    # that took step t (before that resampling), as in _smc; ``first`` indexes s0.
+    def trace_back(index, step_arrays):
+        step_ancestors, step_entered, step_rewards, step_actions = step_arrays
+        parent = step_ancestors[index]
+        return parent, (step_entered[parent], step_rewards[parent], step_actions[parent])
+
+    first, (path_entered, path_rewards, path_actions) = lax.scan(
+        trace_back, jnp.arange(num_particles), (ancestors, entered, rewards, actions), reverse=True
+    )
+    states = jnp.concatenate([s0[first][None], path_entered]).T
+    return (states, path_rewards.T, path_actions.T), _smc_statistics(
+        log_w, log_z, eve, num_resampling, num_particles
+    )
+
+
+def _smc_statistics(log_w, log_z, eve, num_resampling, num_particles):
+    """``(log_w, log_z, se, ess, num_resampling, num_ancestors, effective_ancestors)``."""
+    weights = jnp.exp(log_w)
+    eve_mass = jax.ops.segment_sum(weights, eve, num_segments=num_particles)
+    inflation = (num_particles / (num_particles - 1.0)) ** (num_resampling + 1)
+    rel_var = 1.0 - inflation * (1.0 - jnp.sum(eve_mass**2))
+    se = jnp.sqrt(jnp.maximum(rel_var, 0.0))
+    return (
+        log_w,
+        log_z,
+        se,
+        1.0 / jnp.sum(weights**2),
+        num_resampling,
+        jnp.sum(eve_mass > 0),
+        1.0 / jnp.sum(eve_mass**2),
+    )
 
 
 @partial(jax.jit, static_argnums=(6, 7))

@@ -442,18 +442,10 @@ def test_deterministic_only_code_refuses_stochastic_mdps_clearly():
     with pytest.raises(AttributeError, match="stochastic dynamics, so it has no next_state"):
         mdp.next_state  # noqa: B018
     assert not hasattr(random_mdp(0), "start_state")
-    with pytest.raises(ValueError, match="stochastic dynamics are not supported by this kernel"):
-        pgm_rl.trajectory_model(mdp, 3, 1.0)
-    with pytest.raises(ValueError, match="rollout follows deterministic dynamics"):
+    # the model and the kernels now sample stochastic MDPs (tests/test_model_stochastic.py);
+    # rollout needs the outcome indices
+    with pytest.raises(ValueError, match="pass outcomes"):
         rollout(mdp, jnp.zeros(3, jnp.int32))
-    from numpyro.infer import MCMC
-
-    from pgm_rl.kernels import ActionGibbs
-
-    with pytest.raises(ValueError, match=r"use pgm_rl\.solve / soft_bellman"):
-        MCMC(ActionGibbs(pgm_rl.trajectory_model), num_warmup=1, num_samples=1).run(
-            jax.random.key(0), mdp, 3, 1.0
-        )
 
 
 def _table(n_states=3, n_actions=2):

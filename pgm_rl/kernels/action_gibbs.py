@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl._sampling import inverse_cdf_sample, positive_uniform
-from pgm_rl.dynamics import returns_to_go
+from pgm_rl.dynamics import log_values_to_go, returns_to_go
 from pgm_rl.kernels.base import MHInfo, RegenerationState, TrajectoryKernel, mh_accept
 
 __all__ = ["PROPOSALS", "ActionGibbs", "build_kernel"]
@@ -34,6 +34,8 @@ def build_kernel(mdp, horizon, proposal="gibbs"):
     any action changed.
     """
     proposal = check_proposal(proposal)
+    if not getattr(mdp, "is_deterministic", True):
+        return _build_stochastic(mdp, horizon, proposal)
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
     n_actions = mdp.n_actions
@@ -65,6 +67,73 @@ def build_kernel(mdp, horizon, proposal="gibbs"):
         (_, ret), (actions, accept_probs) = lax.scan(visit, start, (noise, state.actions, g[1:]))
         changed = jnp.any(actions != state.actions)
         return RegenerationState(actions, ret), MHInfo(jnp.mean(accept_probs), changed)
+
+    return step
+
+
+def _build_stochastic(mdp, horizon, proposal):
+    """The sweep on a stochastic MDP: Gibbs on the pair ``(a_t, k_t)`` (action, outcome index).
+
+    Given everything else (the past fixes ``s_t``; the future action and outcome indices are
+    kept), ``p(a_t = a, k_t = k | rest) ∝ p(k | s_t, a) exp(beta r(s_t, a, k)) exp(L_{t+1}(s'))``
+    with ``s' = outcome_states[s_t, a, k]`` and ``L`` from :func:`pgm_rl.dynamics.log_values_to_go`
+    (beta times the return of the kept future from each state plus the log prior of its outcome
+    indices, which changes with the state). ``L`` is computed once per sweep: a forward sweep
+    only changes steps before t + 1. With a random start the sweep first redraws ``s_0`` from
+    ``p(s_0 | rest) ∝ start_probs[s_0] exp(L_0(s_0))``. ``proposal="mh"``: a uniform proposal over
+    the A * K pairs (and the S start states), MH accept.
+    """
+    out_states = jnp.asarray(mdp.outcome_states)
+    out_probs = jnp.asarray(mdp.outcome_probs)
+    out_rewards = jnp.asarray(mdp.outcome_rewards)
+    n_outcomes = out_states.shape[2]
+    random_start = mdp.has_random_start
+    log_start = jnp.log(jnp.asarray(mdp.start_probs)) if random_start else None
+
+    def update(key, current, logits):
+        if proposal == "gibbs":
+            u = positive_uniform(key, (), logits.dtype)
+            chosen = inverse_cdf_sample(u, jnp.exp(logits - jnp.max(logits)))
+            return chosen.astype(jnp.int32), jnp.ones((), logits.dtype)
+        proposal_key, accept_key = random.split(key)
+        candidate = random.randint(proposal_key, (), 0, logits.shape[0], jnp.int32)
+        chosen, info = mh_accept(
+            accept_key, logits[candidate] - logits[current], candidate, current
+        )
+        return chosen, info.accept_prob
+
+    def step(key, state, beta):
+        start_key, sweep_key = random.split(key)
+        outcomes = jnp.zeros(horizon, jnp.int32) if state.outcomes is None else state.outcomes
+        values = log_values_to_go(mdp, state.actions, outcomes, beta)  # (T + 1, S)
+        start = mdp.start_state if state.start is None else state.start
+        start_accept = jnp.ones((), values.dtype)
+        if random_start:
+            start, start_accept = update(start_key, state.start, log_start + values[0])
+
+        def visit(carry, inputs):
+            s, ret = carry
+            noise_key, action, k, l_next = inputs
+            logits = jnp.log(out_probs[s]) + beta * out_rewards[s] + l_next[out_states[s]]
+            pair, accept_prob = update(noise_key, action * n_outcomes + k, logits.reshape(-1))
+            action, k = pair // n_outcomes, pair % n_outcomes
+            new_s = out_states[s, action, k]
+            return (new_s, ret + out_rewards[s, action, k]), (action, k, accept_prob)
+
+        init = (jnp.asarray(start, jnp.int32), jnp.zeros((), out_rewards.dtype))
+        inputs = (random.split(sweep_key, horizon), state.actions, outcomes, values[1:])
+        (_, ret), (actions, new_outcomes, accept_probs) = lax.scan(visit, init, inputs)
+        changed = jnp.any(actions != state.actions) | jnp.any(new_outcomes != outcomes)
+        if random_start:
+            changed = changed | (start != state.start)
+            accept_probs = jnp.concatenate([accept_probs, start_accept[None]])
+        new_state = RegenerationState(
+            actions,
+            ret,
+            None if state.outcomes is None else new_outcomes,
+            start if random_start else None,
+        )
+        return new_state, MHInfo(jnp.mean(accept_probs), changed)
 
     return step
 

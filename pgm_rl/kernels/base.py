@@ -24,7 +24,8 @@ from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
-from pgm_rl.dynamics import rollout
+from pgm_rl._sampling import positive_uniform
+from pgm_rl.dynamics import draw_start, follow, rollout
 from pgm_rl.model import trajectory_problem
 
 __all__ = [
@@ -64,27 +65,70 @@ class RegenerationState(NamedTuple):
     """The state every trajectory kernel carries (per chain).
 
     ``actions``: int32 (T,); ``ret``: scalar, the (unscaled) return, the sum of the rewards.
+    On a stochastic MDP also ``outcomes``: int32 (T,), the outcome index of each step (see
+    :func:`pgm_rl.trajectory_model`), when the dynamics are random, and ``start``: int32
+    scalar, the start state, when the start is random. On a deterministic MDP they are
+    ``None`` (empty pytrees: the deterministic kernels carry, copy and compile nothing more).
     """
 
     actions: jax.Array
     ret: jax.Array
+    outcomes: Any = None
+    start: Any = None
 
 
-def init_state(mdp, actions):
-    """The :class:`RegenerationState` at ``actions`` (T,): computes its return."""
+def init_state(mdp, actions, outcomes=None, start=None):
+    """The :class:`RegenerationState` at ``actions`` (T,) (and ``outcomes`` (T,) and ``start``
+    on a stochastic MDP, where they are required): computes its return."""
     actions = jnp.asarray(actions, jnp.int32)
-    _, rewards = rollout(mdp, actions)
-    return RegenerationState(actions, jnp.sum(rewards, axis=-1))
+    if getattr(mdp, "has_random_dynamics", False):
+        if outcomes is None:
+            raise ValueError("this MDP's dynamics are stochastic: init_state needs outcomes (T,)")
+        outcomes = jnp.asarray(outcomes, jnp.int32)
+    else:
+        outcomes = None
+    if getattr(mdp, "has_random_start", False):
+        if start is None:
+            raise ValueError("this MDP has a random start: init_state needs start")
+        start = jnp.asarray(start, jnp.int32)
+    else:
+        start = None
+    _, rewards = rollout(mdp, actions, start, outcomes)
+    return RegenerationState(actions, jnp.sum(rewards, axis=-1), outcomes, start)
 
 
 def init_from_prior(key, mdp, horizon):
-    """A :class:`RegenerationState` drawn from the uniform action prior."""
-    return init_state(mdp, random.randint(key, (horizon,), 0, mdp.n_actions, jnp.int32))
+    """A :class:`RegenerationState` drawn from the prior (uniform actions, the dynamics, the
+    start distribution)."""
+    if getattr(mdp, "is_deterministic", True):
+        return init_state(mdp, random.randint(key, (horizon,), 0, mdp.n_actions, jnp.int32))
+    action_key, start_key, noise_key = random.split(key, 3)
+    actions = random.randint(action_key, (horizon,), 0, mdp.n_actions, jnp.int32)
+    start = draw_start(start_key, mdp)
+    outcomes = None
+    if mdp.has_random_dynamics:
+        noise = positive_uniform(noise_key, (horizon,), jnp.asarray(mdp.outcome_probs).dtype)
+        zeros = jnp.zeros(horizon, jnp.int32)
+        outcomes = follow(mdp, start, actions, zeros, noise, jnp.ones(horizon, bool))[2]
+    return init_state(mdp, actions, outcomes, start)
 
 
 def position(state):
-    """The sample field of a :class:`RegenerationState`: ``{"actions": (T,)}``."""
-    return {"actions": state.actions}
+    """The sample field of a :class:`RegenerationState`: ``{"actions": (T,)}``, plus
+    ``"outcomes"`` (T,) and ``"start"`` () where the state carries them."""
+    z = {"actions": state.actions}
+    if state.outcomes is not None:
+        z["outcomes"] = state.outcomes
+    if state.start is not None:
+        z["start"] = state.start
+    return z
+
+
+def init_from_params(mdp, init_params):
+    """The :class:`RegenerationState` at the latent sites ``init_params`` (a dict)."""
+    return init_state(
+        mdp, init_params["actions"], init_params.get("outcomes"), init_params.get("start")
+    )
 
 
 class SamplerState(NamedTuple):
@@ -187,7 +231,8 @@ class TrajectoryKernel(PureKernelAdapter):
     Subclasses implement :meth:`build_step`, ``(mdp, horizon) -> step(key, state, beta)`` on a
     :class:`RegenerationState`; :meth:`build` reads the problem from the model (refusing any
     model with sites beyond the trajectory model's, naming them) and binds the model's beta.
-    Initial values: a draw from the uniform action prior, or ``init_params["actions"]``.
+    Initial values: a draw from the prior, or ``init_params["actions"]`` (with
+    ``"outcomes"`` and ``"start"`` on a stochastic MDP).
     """
 
     def build_step(self, mdp, horizon):  # pragma: no cover - abstract
@@ -202,7 +247,7 @@ class TrajectoryKernel(PureKernelAdapter):
         def init_fn(key, init_params):
             if init_params is None:
                 return init_from_prior(key, mdp, horizon)
-            return init_state(mdp, init_params["actions"])
+            return init_from_params(mdp, init_params)
 
         return init_fn, lambda key, state: step(key, state, beta), position
 

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl._checks import check_positive_int
-from pgm_rl._sampling import multinomial_resample
-from pgm_rl.dynamics import returns_to_go
+from pgm_rl._sampling import multinomial_resample, positive_uniform
+from pgm_rl.dynamics import draw_start, log_values_to_go, returns_to_go
 from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_state
 
 __all__ = ["ParticleGibbs", "build_kernel"]
@@ -32,6 +32,8 @@ def build_kernel(mdp, horizon, num_particles):
     ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState` (the reference).
     The info's ``accept_prob`` is 1.0 when the sampled trajectory differs from the reference.
     """
+    if not getattr(mdp, "is_deterministic", True):
+        return _build_stochastic(mdp, horizon, num_particles)
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
     ref_index = num_particles - 1
@@ -98,3 +100,70 @@ class ParticleGibbs(TrajectoryKernel):
 
     def build_step(self, mdp, horizon):
         return build_kernel(mdp, horizon, self.num_particles)
+
+
+def _build_stochastic(mdp, horizon, num_particles):
+    """The sweep on a stochastic MDP: particles draw actions, outcome indices and start states
+    from the prior.
+
+    The latent variables are now the start, the actions and the outcome indices; grafting the
+    reference's future ``(a'_t, k'_t), ..., (a'_{T-1}, k'_{T-1})`` onto particle j's state
+    changes not only its return but also the prior probability of its outcome indices (read
+    from other states), so the ancestor weight is ``w_{t-1}^j * exp(L_t(s_t^j))`` with ``L``
+    from :func:`pgm_rl.dynamics.log_values_to_go` (beta times the return plus the log prior
+    of the kept outcome indices). At t = 0 the same rule picks the reference's start among the
+    particles' prior-drawn starts (weights 1 before the first step).
+    """
+    out_states = jnp.asarray(mdp.outcome_states)
+    out_probs = jnp.asarray(mdp.outcome_probs)
+    out_rewards = jnp.asarray(mdp.outcome_rewards)
+    random_dynamics, random_start = mdp.has_random_dynamics, mdp.has_random_start
+    ref_index = num_particles - 1
+
+    def step(key, state, beta):
+        ref = state.actions
+        ref_outcomes = jnp.zeros(horizon, jnp.int32) if state.outcomes is None else state.outcomes
+        values = log_values_to_go(mdp, ref, ref_outcomes, beta)  # (T + 1, S)
+        start_key, sweep_key, pick_key = random.split(key, 3)
+        s0 = draw_start(start_key, mdp, (num_particles,))
+        if random_start:
+            s0 = s0.at[ref_index].set(state.start)
+        log_w0 = jnp.zeros(num_particles, out_rewards.dtype)
+
+        def forward(carry, inputs):
+            states, log_w = carry
+            step_key, t, ref_action, ref_k = inputs
+            resample_key, ancestor_key, action_key, outcome_key = random.split(step_key, 4)
+            ancestors = multinomial_resample(resample_key, log_w, num_particles)
+            ref_ancestor = random.categorical(ancestor_key, log_w + values[t, states])
+            ancestors = ancestors.at[ref_index].set(ref_ancestor.astype(jnp.int32))
+            parents = states[ancestors]
+            actions = random.randint(action_key, (num_particles,), 0, mdp.n_actions, jnp.int32)
+            actions = actions.at[ref_index].set(ref_action)
+            u = positive_uniform(outcome_key, (num_particles,), out_probs.dtype)
+            cdf = jnp.cumsum(out_probs[parents, actions], axis=-1)
+            outcomes = jnp.sum(cdf[:, :-1] < (u * cdf[:, -1])[:, None], axis=-1)
+            outcomes = outcomes.astype(jnp.int32).at[ref_index].set(ref_k)
+            new_log_w = beta * out_rewards[parents, actions, outcomes]
+            entered = out_states[parents, actions, outcomes]
+            return (entered, new_log_w), (ancestors, actions, outcomes)
+
+        inputs = (random.split(sweep_key, horizon), jnp.arange(horizon), ref, ref_outcomes)
+        (_, log_w), (ancestors, actions, outcomes) = lax.scan(forward, (s0, log_w0), inputs)
+
+        def trace_back(index, step_arrays):
+            step_ancestors, step_actions, step_outcomes = step_arrays
+            return step_ancestors[index], (step_actions[index], step_outcomes[index])
+
+        last = random.categorical(pick_key, log_w).astype(jnp.int32)
+        first, (path, path_outcomes) = lax.scan(
+            trace_back, last, (ancestors, actions, outcomes), reverse=True
+        )
+        start = s0[first] if random_start else None
+        new_state = init_state(mdp, path, path_outcomes if random_dynamics else None, start)
+        changed = jnp.any(path != ref) | jnp.any(path_outcomes != ref_outcomes)
+        if random_start:
+            changed = changed | (start != state.start)
+        return new_state, MHInfo(changed.astype(log_w.dtype), changed)
+
+    return step

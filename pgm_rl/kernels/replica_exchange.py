@@ -15,7 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import random
 
-from pgm_rl.kernels.base import MHInfo, PureKernelAdapter, init_from_prior, init_state, position
+from pgm_rl.kernels.base import (
+    MHInfo,
+    PureKernelAdapter,
+    init_from_params,
+    init_from_prior,
+    position,
+)
 from pgm_rl.model import trajectory_problem
 
 __all__ = ["ReplicaExchange", "ReplicaExchangeState", "build_kernel", "ladder"]
@@ -126,7 +132,7 @@ class ReplicaExchange(PureKernelAdapter):
             if init_params is None:
                 rungs = jax.vmap(lambda k: init_from_prior(k, mdp, horizon))(keys)
             else:
-                start = init_state(mdp, init_params["actions"])
+                start = init_from_params(mdp, init_params)
                 rungs = jax.tree.map(lambda x: jnp.stack([x] * len(betas)), start)
             zero = jnp.zeros((), rungs.ret.dtype)
             return ReplicaExchangeState(rungs, jnp.array(0), zero)

@@ -55,8 +55,24 @@ def init(mdp, actions):
     return StepwiseMHState(actions, states, rewards)
 
 
+def _check_deterministic(mdp, what):
+    """Refuse stochastic MDPs, naming why (the notebook's per-step sampler is defined on
+    deterministic dynamics only)."""
+    if not getattr(mdp, "is_deterministic", True):
+        raise ValueError(
+            f"{what} is the notebook's per-time-step sampler, defined for deterministic "
+            "dynamics and a single start state only: on a stochastic MDP a kept step "
+            "(action, entered state) is not determined by the action, and the sampler targets "
+            "no trajectory posterior anyway; use TrajectoryMH, SuffixMH, ActionGibbs, "
+            "ParticleGibbs, ReplicaExchange or pgm_rl.run_smc, which sample the stochastic "
+            "posterior"
+        )
+    return mdp
+
+
 def build_kernel(mdp, horizon):
     """``step(key, state, beta)``: a fresh prior rollout, then T independent accept steps."""
+    _check_deterministic(mdp, "StepwiseMH")
 
     def step(key, state, beta):
         proposal_key, accept_key = random.split(key)
@@ -99,6 +115,7 @@ class StepwiseMH(PureKernelAdapter):
         mdp, horizon, beta = trajectory_problem(
             self._model, model_args, model_kwargs, kernel="StepwiseMH"
         )
+        _check_deterministic(mdp, "StepwiseMH")
         step = build_kernel(mdp, horizon)
 
         def init_fn(key, init_params):
@@ -167,6 +184,7 @@ def stepwise_target(env, horizon, beta):
     StepwiseTarget
     """
     mdp, horizon, beta = _check_problem(env, horizon, beta)
+    _check_deterministic(mdp, "stepwise_target")
     reward = jnp.asarray(mdp.reward)
     log_joint, state_marginals, action_marginals, step_returns = _stepwise(
         mdp, beta * reward, horizon

@@ -17,7 +17,9 @@ import numbers
 import jax.numpy as jnp
 from jax import lax, random
 
-from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_state, mh_accept
+from pgm_rl._sampling import positive_uniform
+from pgm_rl.dynamics import draw_start, follow, rollout
+from pgm_rl.kernels.base import MHInfo, RegenerationState, TrajectoryKernel, init_state, mh_accept
 
 __all__ = ["SuffixMH", "build_kernel", "regenerate"]
 
@@ -29,6 +31,8 @@ def regenerate(key, state, beta, start, stop, mdp):
     ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState`.
     Returns ``(RegenerationState, MHInfo)``.
     """
+    if not getattr(mdp, "is_deterministic", True):
+        return _regenerate_stochastic(key, state, beta, start, stop, mdp)
     proposal_key, accept_key = random.split(key)
     horizon = state.actions.shape[-1]
     fresh = random.randint(proposal_key, (horizon,), 0, mdp.n_actions, jnp.int32)
@@ -36,6 +40,45 @@ def regenerate(key, state, beta, start, stop, mdp):
     window = (time >= start) & (time < stop)
     proposal = init_state(mdp, jnp.where(window, fresh, state.actions))
     return mh_accept(accept_key, beta * (proposal.ret - state.ret), proposal, state)
+
+
+def _regenerate_stochastic(key, state, beta, start, stop, mdp):
+    """:func:`regenerate` on a stochastic MDP: the window's actions AND outcome indices (and the
+    start state, when the window holds step 0 and the start is random) are redrawn from the
+    prior, in order along the new path.
+
+    The outcome indices kept after the window keep their values, but the states they are read
+    from may change, and with them their prior probabilities: the MH log ratio is
+    ``beta * (R' - R) + sum_{t >= stop} (log p(k_t | s'_t, a_t) - log p(k_t | s_t, a_t))``
+    (zero extra term for a suffix move; ``-inf``, a rejection, where a kept index is impossible
+    from the new state).
+    """
+    proposal_key, accept_key = random.split(key)
+    action_key, noise_key, start_key = random.split(proposal_key, 3)
+    horizon = state.actions.shape[-1]
+    fresh = random.randint(action_key, (horizon,), 0, mdp.n_actions, jnp.int32)
+    time = jnp.arange(horizon)
+    window = (time >= start) & (time < stop)
+    actions = jnp.where(window, fresh, state.actions)
+    old_start = mdp.start_state if state.start is None else state.start
+    new_start = old_start
+    if state.start is not None:
+        redraw = (start <= 0) & (stop > 0)
+        new_start = jnp.where(redraw, draw_start(start_key, mdp), state.start)
+    if state.outcomes is None:  # random start, deterministic dynamics
+        _, rewards = rollout(mdp, actions, new_start)
+        proposal = RegenerationState(actions, jnp.sum(rewards), None, new_start)
+        return mh_accept(accept_key, beta * (proposal.ret - state.ret), proposal, state)
+    dtype = jnp.asarray(mdp.outcome_probs).dtype
+    noise = positive_uniform(noise_key, (horizon,), dtype)
+    _, rewards, outcomes, log_probs = follow(mdp, new_start, actions, state.outcomes, noise, window)
+    _, _, _, old_log_probs = follow(mdp, old_start, state.actions, state.outcomes)
+    kept_after = jnp.sum(jnp.where(time >= stop, log_probs - old_log_probs, 0.0))
+    proposal = RegenerationState(
+        actions, jnp.sum(rewards), outcomes, None if state.start is None else new_start
+    )
+    log_ratio = beta * (proposal.ret - state.ret) + kept_after
+    return mh_accept(accept_key, log_ratio, proposal, state)
 
 
 def build_kernel(mdp, horizon, block_size=None):
