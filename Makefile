@@ -28,6 +28,8 @@ demo: venv
 	$(PY) examples/quickstart.py
 	$(VENV)/bin/pgm-rl exact --grid notebook --horizon 100 --beta 100
 	$(PY) examples/demo.py --out report
+	$(VENV)/bin/pgm-rl exact --env FrozenLake-v1 --env-kwargs is_slippery=true --horizon 20 --beta 5
+	$(PY) examples/frozen_lake.py --out report
 
 # Default tests, then the statistical tests marked slow, on 2 worker processes (pytest-xdist);
 # pytest's "no tests collected" (5) is not a failure.
