@@ -836,6 +836,7 @@ def _sample(args, env, outputs):
     from pgm_rl.exact import solve
 
     exact = solve(env, args.horizon, args.beta)
+    _check_diagnostics_take(env, exact)
     print(f"{args.kernel}: {_problem_line(env, args)}", flush=True)
     mcmc, seconds = run_kernel(
         args.kernel,
@@ -855,6 +856,32 @@ def _sample(args, env, outputs):
     found = _print_problems(problems(dt, comparison))
     outputs.commit(dt, _draw_plots(dt, outputs))
     return EXIT_PROBLEMS if args.strict and found else 0
+
+
+def _check_diagnostics_take(env, exact=None):
+    """Before any sampling: the run's ArviZ tree must take ``env``'s draws (tried on 2 exact draws).
+
+    On a stochastic MDP the kernels may run while :func:`pgm_rl.diagnostics.to_datatree` cannot
+    yet store the run; this finds out in milliseconds instead of after the whole run.
+    """
+    if env.is_deterministic:
+        return
+    import jax
+
+    from pgm_rl.diagnostics import to_datatree
+    from pgm_rl.exact import solve
+
+    exact = solve(env, 1, 0.0) if exact is None else exact
+    draws = exact.sample(jax.random.key(0), 2)
+    try:
+        to_datatree(draws, env, exact)
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        raise ValueError(
+            "sample and compare store the run as an ArviZ tree (pgm_rl.diagnostics.to_datatree), "
+            "which does not take an MDP with stochastic dynamics or a random start yet; use "
+            "'pgm-rl exact' or 'pgm-rl smc' here, or a deterministic environment (e.g. "
+            "--env-kwargs is_slippery=false)"
+        ) from None
 
 
 def _draw_plots(dt, outputs):
@@ -887,6 +914,7 @@ def _compare(args, env, names, occupancy, outputs):
     from pgm_rl.compare import compare_kernels, format_table
     from pgm_rl.diagnostics import problems
 
+    _check_diagnostics_take(env)
     print(f"compare: {_problem_line(env, args)}", flush=True)
     rows, trees, comparisons = compare_kernels(
         names,
