@@ -65,6 +65,57 @@ def test_registered_kernel_matches_exact(name):
         assert field in fields
 
 
+# Stochastic dynamics: slippery FrozenLake 4x4 (random outcomes, terminal holes and goal).
+STOCHASTIC_ENV, STOCHASTIC_HORIZON, STOCHASTIC_BETA = (
+    pgm_rl.envs.from_gymnasium("FrozenLake-v1"),
+    6,
+    2.0,
+)
+
+
+def stochastic_params():
+    for name, record in KERNELS.items():
+        if record.targets_posterior:
+            slow = record.builtin or name == "replica-exchange"
+            yield pytest.param(name, marks=[pytest.mark.slow] if slow else [], id=name)
+
+
+@pytest.mark.parametrize("name", list(stochastic_params()))
+def test_registered_kernel_matches_exact_on_frozen_lake(name):
+    """Every kernel that targets the posterior samples the stochastic one: start, actions and
+    outcomes (the optimistic posterior of Levine 2018, section 2.4)."""
+    record = KERNELS[name]
+    env = STOCHASTIC_ENV
+    mcmc = run_mcmc(
+        record.make(pgm_rl.trajectory_model),
+        env,
+        STOCHASTIC_HORIZON,
+        STOCHASTIC_BETA,
+        warmup=300,
+        draws=1500,
+        chain_method=record.chain_method,
+        extra_fields=record.extra_fields,
+    )
+    samples = mcmc.get_samples(group_by_chain=True)
+    assert "outcomes" in samples
+    states = np.asarray(samples["states"])
+    target = pgm_rl.solve(env, STOCHASTIC_HORIZON, STOCHASTIC_BETA)
+    tv = tv_distance(empirical_state_marginals(states, env.n_states), target.state_marginals)
+    ess, r_hat = occupancy_ess(states, env.n_states)
+    assert r_hat < 1.05, f"{name}: chains disagree (max R-hat {r_hat:.3f})"
+    assert ess >= MIN_ESS, f"{name}: median ESS {ess:.0f} too small to check against exact"
+    bound = 2.0 * expected_tv(target.state_marginals, ess)
+    assert tv.mean() <= bound, f"{name}: mean TV {tv.mean():.4f} > {bound:.4f} (ESS {ess:.0f})"
+
+
+def test_kernels_not_targeting_the_posterior_refuse_stochastic_mdps():
+    for record in KERNELS.values():
+        if not record.targets_posterior:
+            with pytest.raises(ValueError, match="deterministic dynamics"):
+                run_mcmc(record.make(pgm_rl.trajectory_model), STOCHASTIC_ENV, 3, 1.0,
+                         warmup=1, draws=1, chains=1)  # fmt: skip
+
+
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_record_is_consistent(name):
     record = KERNELS[name]
