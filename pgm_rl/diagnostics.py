@@ -246,6 +246,12 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
     xarray.DataTree
     """
     mdp = check_env(env)
+    if mdp.has_random_start:
+        raise ValueError(
+            "to_datatree stores runs on MDPs with a single start state only: with a random start "
+            "the start is a posterior quantity that this layout (start_state attribute) cannot "
+            "hold yet"
+        )
     if isinstance(source, MCMC):
         if horizon is not None or beta is not None or key is not None:
             raise TypeError(
@@ -282,6 +288,9 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
     )
     if isinstance(mdp, GridWorld):
         dt.attrs.update(start_row=int(mdp.start[0]), start_col=int(mdp.start[1]))
+        if mdp.has_random_dynamics or mdp.terminal:
+            cells = [int(index) for cell in mdp.terminal for index in cell]
+            dt.attrs.update(slip=float(mdp.slip), terminal=cells)
     if exact is not None:
         dt["exact"] = _exact_dataset(exact, mdp, horizon, beta)
     return dt
@@ -353,8 +362,11 @@ def _from_samples(samples, mdp, exact, horizon, beta):
             raise ValueError("beta is required to convert a dict of draws unless exact is given")
         beta = exact.beta
     beta = float(check_beta(beta))
-    states, rewards = rollout(mdp, actions)
-    draws = {"actions": actions, "states": np.asarray(states), "rewards": np.asarray(rewards)}
+    if mdp.has_random_dynamics:
+        draws = _stochastic_draws(samples, mdp, actions, lead)
+    else:
+        states, rewards = rollout(mdp, actions)
+        draws = {"actions": actions, "states": np.asarray(states), "rewards": np.asarray(rewards)}
     for name in ("states", "rewards"):
         if name in samples:
             given = np.asarray(samples[name])
@@ -373,8 +385,71 @@ def _from_samples(samples, mdp, exact, horizon, beta):
     return dt, horizon, beta
 
 
+def _stochastic_draws(samples, mdp, actions, lead):
+    """Draws on stochastic dynamics: the states and rewards must be given (actions alone do not
+    fix them) and every step must be a possible outcome with its reward."""
+    missing = [name for name in ("states", "rewards") if name not in samples]
+    if missing:
+        raise ValueError(
+            f"source must hold 'states' and 'rewards' draws on an MDP with stochastic dynamics "
+            f"(actions alone do not fix them); missing {missing}"
+        )
+    states = np.asarray(samples["states"])
+    rewards = np.asarray(samples["rewards"], dtype=float)
+    states, rewards = (states[None], rewards[None]) if lead else (states, rewards)
+    if states.shape != (*actions.shape[:-1], actions.shape[-1] + 1) or rewards.shape != (
+        actions.shape
+    ):
+        raise ValueError(
+            f"source['states'] (..., T + 1) and source['rewards'] (..., T) must match "
+            f"source['actions'] {actions.shape}, got {states.shape} and {rewards.shape}"
+        )
+    arrays = _outcome_arrays(mdp)
+    try:
+        _check_outcome_steps(actions, states, rewards, int(mdp.start_state), *arrays)
+    except _RunError as error:
+        raise ValueError(f"source: {error}") from None
+    return {"actions": actions, "states": states, "rewards": rewards}
+
+
+def _outcome_arrays(mdp):
+    return (
+        np.asarray(mdp.outcome_states),
+        np.asarray(mdp.outcome_probs),
+        np.asarray(mdp.outcome_rewards),
+    )
+
+
+def _check_outcome_steps(actions, states, rewards, start, out_states, out_probs, out_rewards):
+    """Every step (s_t, a_t) -> (s_{t+1}, r_t) is an outcome of positive probability."""
+    if np.any(states[..., 0] != start):
+        raise _RunError("the 'states' do not begin at 'start_state'")
+    scale = max(1.0, float(np.abs(out_rewards).max()))
+    s, a = states[..., :-1], actions
+    match = (
+        (out_states[s, a] == states[..., 1:, None])
+        & np.isclose(out_rewards[s, a], rewards[..., None], rtol=1e-6, atol=1e-6 * scale)
+        & (out_probs[s, a] > 0)
+    )
+    bad = ~match.any(axis=-1)
+    if bad.any():
+        t = int(np.argwhere(bad)[0][-1])
+        raise _RunError(
+            f"'states' and 'rewards' at time {t} are not a possible outcome of the states and "
+            "actions (constant_data outcome_states / outcome_rewards)"
+        )
+
+
 def _check_same_mdp(a, b):
     if a is b:
+        return
+    if a.has_random_dynamics or b.has_random_dynamics:
+        same = a.has_random_dynamics == b.has_random_dynamics and all(
+            np.shape(x) == np.shape(y) and np.array_equal(x, y)
+            for x, y in zip(_outcome_arrays(a), _outcome_arrays(b), strict=True)
+        )
+        if not same or int(a.start_state) != int(b.start_state):
+            raise ValueError("env must be the environment the samples were drawn on (it differs)")
         return
     if not (
         np.shape(a.next_state) == np.shape(b.next_state)
@@ -386,10 +461,22 @@ def _check_same_mdp(a, b):
 
 
 def _env_data(mdp):
-    data = {
-        "next_state": (("state", "action"), np.asarray(mdp.next_state)),
-        "reward": (("state", "action"), np.asarray(mdp.reward)),
-    }
+    if mdp.has_random_dynamics:
+        dims = ("state", "action", "outcome")
+        data = {
+            name: (dims, values)
+            for name, values in zip(
+                ("outcome_states", "outcome_probs", "outcome_rewards"),
+                _outcome_arrays(mdp),
+                strict=True,
+            )
+        }
+        data["reward"] = (("state", "action"), np.asarray(mdp.reward))
+    else:
+        data = {
+            "next_state": (("state", "action"), np.asarray(mdp.next_state)),
+            "reward": (("state", "action"), np.asarray(mdp.reward)),
+        }
     if isinstance(mdp, GridWorld):
         data["grid"] = (("row", "col"), np.asarray(mdp.rewards))
     return data
@@ -422,16 +509,35 @@ def _exact_dataset(exact, mdp, horizon, beta):
 
 def best_state(mdp):
     """The state entered by the largest reward of ``mdp`` (the goal cell of a grid)."""
+    if mdp.has_random_dynamics:
+        return _best_outcome(*_outcome_arrays(mdp))
     reward = np.asarray(mdp.reward)
     return int(np.asarray(mdp.next_state).flat[int(np.argmax(reward))])
+
+
+def _best_outcome(out_states, out_probs, out_rewards):
+    """The state entered by the largest reward of a possible outcome."""
+    rewards = np.where(out_probs > 0, out_rewards, -np.inf)
+    return int(out_states.flat[int(np.argmax(rewards))])
 
 
 def env_from_datatree(dt):
     """Rebuild the environment stored in ``dt``: a GridWorld when it has a grid, else a TabularMDP."""
     data = _group(dt, "constant_data")
     if "grid" in data:
+        cells = list(dt.attrs.get("terminal", []))
         return GridWorld(
-            data["grid"].values, (int(dt.attrs["start_row"]), int(dt.attrs["start_col"]))
+            data["grid"].values,
+            (int(dt.attrs["start_row"]), int(dt.attrs["start_col"])),
+            slip=float(dt.attrs.get("slip", 0.0)),
+            terminal=[tuple(cells[i : i + 2]) for i in range(0, len(cells), 2)],
+        )
+    if "outcome_states" in data:
+        return TabularMDP.from_outcomes(
+            data["outcome_states"].values.astype(np.int32),
+            data["outcome_probs"].values,
+            data["outcome_rewards"].values,
+            int(dt.attrs["start_state"]),
         )
     return TabularMDP(
         data["next_state"].values.astype(np.int32),
@@ -550,17 +656,39 @@ def _check_run(dt):
             raise _RunError(f"attribute {name!r} must be a str, got {attrs[name]!r}")
 
     data = dt["constant_data"].to_dataset()
-    next_state = _variable(data, "constant_data", "next_state", ("state", "action"))
+    outcomes = None
+    if "outcome_states" in data:  # stochastic dynamics (S, A, K)
+        dims = ("state", "action", "outcome")
+        outcomes = tuple(
+            _variable(data, "constant_data", name, dims)
+            for name in ("outcome_states", "outcome_probs", "outcome_rewards")
+        )
+        next_state = outcomes[0]
+        if any(array.shape != next_state.shape for array in outcomes):
+            raise _RunError("constant_data outcome arrays must have one shape (S, A, K)")
+        n_states, n_actions = next_state.shape[:2]
+        name = "outcome_states"
+        for what, array in (("outcome_probs", outcomes[1]), ("outcome_rewards", outcomes[2])):
+            if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+                raise _RunError(f"constant_data {what!r} must be finite numbers")
+        if np.any(outcomes[1] < 0) or not np.allclose(outcomes[1].sum(axis=-1), 1.0, atol=1e-6):
+            raise _RunError("constant_data 'outcome_probs' must be probabilities summing to 1")
+    else:
+        next_state = _variable(data, "constant_data", "next_state", ("state", "action"))
+        n_states, n_actions = next_state.shape
+        name = "next_state"
     reward = _variable(data, "constant_data", "reward", ("state", "action"))
-    n_states, n_actions = next_state.shape
     if n_states == 0 or n_actions == 0:
-        raise _RunError(f"constant_data 'next_state' is empty (shape {next_state.shape})")
-    _in_range(next_state, "constant_data 'next_state'", n_states, "state indices")
+        raise _RunError(f"constant_data {name!r} is empty (shape {next_state.shape})")
+    _in_range(next_state, f"constant_data {name!r}", n_states, "state indices")
     if not np.issubdtype(reward.dtype, np.number) or not np.isfinite(reward).all():
         raise _RunError("constant_data 'reward' must be finite numbers")
     start = _int_attr(attrs, "start_state", minimum=0, below=n_states)
     best = _int_attr(attrs, "best_state", minimum=0, below=n_states)
-    goal = int(next_state.flat[int(np.argmax(reward))])
+    if outcomes is None:
+        goal = int(next_state.flat[int(np.argmax(reward))])
+    else:
+        goal = _best_outcome(*outcomes)
     if best != goal:
         raise _RunError(
             f"attribute 'best_state' = {best} is not the state entered with the largest reward "
@@ -604,7 +732,19 @@ def _check_run(dt):
             raise _RunError(f"posterior coordinate {dim!r} must be {first}..{first + horizon - 1}")
     _in_range(values["actions"], "posterior 'actions'", n_actions, "action ids")
     _in_range(values["states"], "posterior 'states'", n_states, "state indices")
-    _check_rollout(values, next_state, reward, start)
+    if outcomes is None:
+        _check_rollout(values, next_state, reward, start)
+    else:
+        full = np.concatenate([np.full((*values["actions"].shape[:2], 1), start),
+                               values["states"]], axis=-1)  # fmt: skip
+        try:
+            _check_outcome_steps(values["actions"], full, values["rewards"], start, *outcomes)
+        except IndexError:
+            raise _RunError("posterior 'actions' or 'states' out of range") from None
+        rewards = values["rewards"]
+        scale = max(1.0, float(np.abs(outcomes[2]).max())) * max(1, rewards.shape[-1])
+        if not np.allclose(values["return"], rewards.sum(axis=-1), rtol=1e-6, atol=1e-6 * scale):
+            raise _RunError("posterior 'return' is not the sum of posterior 'rewards'")
 
     for name in ("sample_stats", "exact"):
         if name in dt.children:
