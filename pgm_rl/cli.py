@@ -875,10 +875,10 @@ def _check_diagnostics_take(env, exact=None):
     draws = exact.sample(jax.random.key(0), 2)
     try:
         to_datatree(draws, env, exact)
-    except (AttributeError, NotImplementedError, TypeError, ValueError):
+    except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
         raise ValueError(
             "sample and compare store the run as an ArviZ tree (pgm_rl.diagnostics.to_datatree), "
-            "which does not take an MDP with stochastic dynamics or a random start yet; use "
+            f"which does not take this MDP (stochastic dynamics or a random start): {error}; use "
             "'pgm-rl exact' or 'pgm-rl smc' here, or a deterministic environment (e.g. "
             "--env-kwargs is_slippery=false)"
         ) from None

@@ -680,21 +680,33 @@ def test_sample_compare_and_smc_take_env(capsys, tmp_path):
     assert "smc: FrozenLake-v1 (is_slippery=False)" in out and "pooled over runs" in out
 
 
-def test_stochastic_env_smc_runs_and_sample_compare_answer_in_one_line(capsys):
+def test_stochastic_env_smc_sample_and_report_run(capsys, tmp_path):
     slippery = ["--env", "FrozenLake-v1", "--horizon", "6", "--beta", "1"]
     code, out, err = run(
         capsys, "smc", *slippery, "--particles", "300", "--runs", "2", "--seed", "1"
     )
     assert code == 0, err
     assert "stochastic dynamics" in out and "exact log Z = 0.0012577159" in out
-    for command in (
-        ["sample", "--kernel", "action-gibbs", "--no-progress"],
-        ["compare", "--kernels", "action-gibbs"],
-    ):
-        code, out, err = run(capsys, *command, *slippery, *RUN)
-        # until the run's ArviZ tree (pgm_rl.diagnostics, pgm_rl.compare) takes stochastic MDPs:
-        # one line naming why
-        if code != 0:
-            assert_one_line_error((code, out, err), "stochastic")
-        else:
-            assert "stochastic dynamics" in out and "exact" in out
+    saved = str(tmp_path / "slippery.nc")
+    sample = ["sample", "--kernel", "action-gibbs", "--no-progress", *slippery, *RUN]
+    code, out, err = run(capsys, *sample, "--out", saved)
+    assert code == 0, err
+    assert "FrozenLake-v1: 16 states, 4 actions, stochastic dynamics" in out
+    assert "vs exact: mean TV" in out and f"saved {saved}" in out
+    code, out, err = run(capsys, "report", saved)
+    assert code == 0, err
+    assert "vs exact: mean TV" in out
+    code, out, err = run(capsys, "compare", "--kernels", "action-gibbs", *slippery, *RUN)
+    # until pgm_rl.compare stores its exact iid draws with their states: one line naming why
+    if code != 0:
+        assert_one_line_error((code, out, err), "stochastic")
+    else:
+        assert "exact iid" in out
+
+
+def test_sample_on_a_random_start_answers_before_sampling(capsys, monkeypatch):
+    import pgm_rl.compare
+
+    monkeypatch.setattr(pgm_rl.compare, "run_kernel", None)  # never reached
+    result = run(capsys, "sample", "--kernel", "action-gibbs", "--env", "Taxi-v4", *TINY)
+    assert_one_line_error(result, "to_datatree", "random start", "pgm-rl exact")
