@@ -249,9 +249,14 @@ def compare_kernels(
         trees[name].attrs.update(kernel=name, wall_seconds=seconds[name])
     start = time.perf_counter()
     draws = jax.block_until_ready(exact.sample(jax.random.key(seed), chains * samples))
-    actions = np.asarray(draws["actions"]).reshape(chains, samples, horizon)
     seconds[EXACT_IID] = time.perf_counter() - start
-    trees[EXACT_IID] = to_datatree({"actions": actions}, env, exact)
+    # (chains, draws, ...) for every site the draws have: states and rewards too, which a
+    # stochastic MDP's actions alone do not determine
+    by_chain = {
+        site: np.asarray(value).reshape(chains, samples, *np.shape(value)[1:])
+        for site, value in draws.items()
+    }
+    trees[EXACT_IID] = to_datatree(by_chain, env, exact)
     trees[EXACT_IID].attrs.update(
         sampler=EXACT_IID, kernel=EXACT_IID, wall_seconds=seconds[EXACT_IID]
     )
