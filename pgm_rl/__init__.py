@@ -29,6 +29,7 @@ _EXPORTS = {
     "soft_bellman": "pgm_rl.exact",
     "solve": "pgm_rl.exact",
     "trajectory_model": "pgm_rl.model",
+    "variational": "pgm_rl.variational",
 }
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "soft_bellman",
     "solve",
     "trajectory_model",
+    "variational",
 ]
 
 
