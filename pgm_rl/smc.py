@@ -63,6 +63,7 @@ __all__ = [
     "MIN_ANCESTORS",
     "SMCResult",
     "SMCSaturationWarning",
+    "check_proposal",
     "multinomial_resample",
     "pool_log_z",
     "resample_draws",
@@ -209,8 +210,14 @@ def pool_log_z(results_or_log_z):
     return float(top + np.log(np.mean(np.exp(log_z - top))))
 
 
-def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
-    """Run bootstrap SMC with adaptive resampling on the trajectory posterior.
+def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5, proposal=None):
+    """Run SMC with adaptive resampling on the trajectory posterior.
+
+    Bootstrap proposals (actions from the uniform prior) by default; with ``proposal`` a
+    policy q, particles propose a_t ~ q(. | s_t) and carry the incremental weight
+    ``prior(a_t) exp(beta r_t) / q(a_t | s_t)``, so the weighted particles and ``log_z`` stay
+    exact (unbiased Z) whatever the proposal, as long as it has full support. Outcomes of
+    stochastic dynamics are still proposed from the dynamics.
 
     Parameters
     ----------
@@ -224,6 +231,10 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
         N >= 2.
     ess_threshold : float, default 0.5
         Resample when ESS < ``ess_threshold * N``; in [0, 1] (0 never resamples).
+    proposal : array (T, S, A) of probabilities, or an object with ``.log_policy`` (T, S, A), optional
+        E.g. a :class:`~pgm_rl.variational.FittedPolicy`, ``soft_bellman(...)`` or
+        ``solve(...)``; checked by :func:`check_proposal` (every action must keep a positive
+        probability: the uniform prior gives them all one).
 
     Returns
     -------
@@ -255,6 +266,7 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
         raise TypeError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
     if not 0.0 <= ess_threshold <= 1.0:
         raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold}")
+    log_proposal = None if proposal is None else check_proposal(proposal, mdp, horizon)
     if mdp.is_deterministic:
         actions, log_weights, log_z, log_z_se, ess, num_resampling, num_ancestors, effective = _smc(
             key,
@@ -265,11 +277,12 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
             float(ess_threshold),
             horizon,
             num_particles,
+            log_proposal,
         )
         states, rewards = rollout(mdp, actions)
     else:
         (states, rewards, actions), stats = _smc_stochastic(
-            key, mdp, beta, float(ess_threshold), horizon, num_particles
+            key, mdp, beta, float(ess_threshold), horizon, num_particles, log_proposal
         )
         log_weights, log_z, log_z_se, ess, num_resampling, num_ancestors, effective = stats
     result = SMCResult(
@@ -299,7 +312,7 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5):
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5))
-def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles):
+def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles, log_proposal=None):
     """:func:`_smc` on a stochastic MDP: bootstrap proposals of the start, the actions and the
     outcomes (drawn from the dynamics with :func:`pgm_rl.dynamics.follow`, one step at a time).
     Returns ``((states, rewards, actions) of the paths, statistics as in _smc)``."""
@@ -313,11 +326,12 @@ def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles):
         states, log_w, log_z, eve, num_resampling = carry
         step_key, t = inputs
         action_key, outcome_key, resample_key = random.split(step_key, 3)
-        actions = random.randint(action_key, (num_particles, 1), 0, n_actions, jnp.int32)
+        actions, log_ratio = _propose(action_key, states, t, n_actions, log_proposal)
+        actions = actions[:, None]
         noise = positive_uniform(outcome_key, (num_particles, 1), reward_dtype)
         zeros = jnp.zeros((num_particles, 1), jnp.int32)
         path, rewards, _, _ = follow(mdp, states, actions, zeros, noise, jnp.ones(1, bool))
-        log_w = log_w + beta * rewards[:, 0]
+        log_w = log_w + beta * rewards[:, 0] + log_ratio
         step_log_z = logsumexp(log_w)
         log_w = log_w - step_log_z
         states = path[:, 1]
@@ -360,6 +374,89 @@ def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles):
     )
 
 
+def _propose(key, states, t, n_actions, log_proposal):
+    """Actions (N,) int32 for particles in ``states`` (N,) at step t, and the log importance
+    ratio prior / proposal of each (0 for bootstrap proposals, ``log_proposal=None``)."""
+    if log_proposal is None:
+        actions = random.randint(key, states.shape, 0, n_actions, jnp.int32)
+        return actions, jnp.zeros(states.shape)
+    log_q = log_proposal[t][states]  # (N, A)
+    actions = random.categorical(key, log_q).astype(jnp.int32)
+    log_q_taken = jnp.take_along_axis(log_q, actions[:, None], axis=-1)[:, 0]
+    return actions, -jnp.log(n_actions) - log_q_taken
+
+
+def check_proposal(proposal, mdp, horizon):
+    """The log-probabilities (T, S, A) of a proposal policy, checked; else a clear error.
+
+    ``proposal``: a (T, S, A) array of probabilities (rows summing to 1 within 1e-6, no NaN,
+    no zero: the uniform prior gives every action positive probability, and a proposal that
+    never draws one would make the importance weights miss part of the posterior), or an
+    object with a ``log_policy`` (T, S, A) attribute (a ``FittedPolicy``,
+    ``SoftBellmanPolicy`` or ``ExactPosterior``), whose entries must be finite.
+
+    Raises
+    ------
+    TypeError
+        For a non-numeric proposal.
+    ValueError
+        For the wrong shape, NaN, negative or zero probabilities, rows not summing to 1.
+    """
+    if hasattr(proposal, "log_policy"):
+        log_q = np.asarray(proposal.log_policy, np.float64)
+        what = "proposal.log_policy"
+    else:
+        try:
+            array = np.asarray(proposal)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "proposal must be a (T, S, A) array of probabilities or have a .log_policy"
+            ) from None
+        if array.dtype.kind not in "iuf":
+            raise TypeError(
+                f"proposal must be a (T, S, A) array of probabilities, got dtype {array.dtype}"
+            )
+        array = array.astype(np.float64)
+        what = "proposal"
+        log_q = None
+    expected = (horizon, mdp.n_states, mdp.n_actions)
+    shape = (log_q if log_q is not None else array).shape
+    if shape != expected:
+        raise ValueError(f"{what} must have shape (T, S, A) = {expected}, got {shape}")
+    if log_q is None:
+        if np.isnan(array).any() or (array < 0).any() or not np.isfinite(array).all():
+            raise ValueError("proposal must hold probabilities (no NaN, inf or negative entries)")
+        zero = array == 0.0
+        if zero.any():
+            t, s_, a = (int(i) for i in np.argwhere(zero)[0])
+            raise ValueError(
+                f"proposal must give every action a positive probability (the prior does): "
+                f"proposal[{t}, {s_}, {a}] = 0 (step {t}, state {s_}, action {a})"
+            )
+        sums = array.sum(axis=-1)
+        wrong = np.abs(sums - 1.0) > 1e-6
+        if wrong.any():
+            t, s_ = (int(i) for i in np.argwhere(wrong)[0])
+            raise ValueError(
+                f"proposal rows must sum to 1 (tolerance 1e-6): proposal[{t}, {s_}] sums to "
+                f"{sums[t, s_]!r}"
+            )
+        log_q = np.log(array / sums[..., None])
+    else:
+        bad = ~np.isfinite(log_q)
+        if bad.any():
+            t, s_, a = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{what} must be finite (a proposal needs full support, as the prior has): "
+                f"entry [{t}, {s_}, {a}] is {log_q[t, s_, a]!r}"
+            )
+        norm = np.logaddexp.reduce(log_q, axis=-1)
+        if np.abs(norm).max() > 1e-6:
+            raise ValueError(f"{what} must be normalised (logsumexp over actions = 0)")
+        log_q = log_q - norm[..., None]
+    return jnp.asarray(log_q, jnp.asarray(0.0).dtype)
+
+
 def _smc_statistics(log_w, log_z, eve, num_resampling, num_particles):
     """``(log_w, log_z, se, ess, num_resampling, num_ancestors, effective_ancestors)``."""
     weights = jnp.exp(log_w)
@@ -379,7 +476,17 @@ def _smc_statistics(log_w, log_z, eve, num_resampling, num_particles):
 
 
 @partial(jax.jit, static_argnums=(6, 7))
-def _smc(key, next_state, reward, start_state, beta, ess_threshold, horizon, num_particles):
+def _smc(
+    key,
+    next_state,
+    reward,
+    start_state,
+    beta,
+    ess_threshold,
+    horizon,
+    num_particles,
+    log_proposal=None,
+):
     n_actions = next_state.shape[1]
     uniform = jnp.full(num_particles, -jnp.log(num_particles), reward.dtype)
 
@@ -387,8 +494,8 @@ def _smc(key, next_state, reward, start_state, beta, ess_threshold, horizon, num
         states, log_w, log_z, eve, num_resampling = carry
         step_key, t = inputs
         action_key, resample_key = random.split(step_key)
-        actions = random.randint(action_key, (num_particles,), 0, n_actions, jnp.int32)
-        log_w = log_w + beta * reward[states, actions]
+        actions, log_ratio = _propose(action_key, states, t, n_actions, log_proposal)
+        log_w = log_w + beta * reward[states, actions] + log_ratio
         step_log_z = logsumexp(log_w)
         log_w = log_w - step_log_z
         states = next_state[states, actions]
