@@ -44,6 +44,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 from jax import lax, random
+from numpyro.infer.elbo import ELBO
 
 from pgm_rl._checks import check_beta, check_horizon, check_key, check_positive_int
 from pgm_rl._sampling import positive_uniform
@@ -321,7 +322,7 @@ class _Given(dist.Distribution):
 # ----------------------------------------------------------------------------- score ELBO
 
 
-class PolicyGradientELBO(numpyro.infer.elbo.ELBO):
+class PolicyGradientELBO(ELBO):
     """Score-function ELBO for :func:`policy_guide` with the two classic variance reductions.
 
     REINFORCE for the maximum-entropy objective, as a NumPyro ``ELBO`` (use it with

@@ -13,6 +13,15 @@ here is ``w_{t-1}^j * exp(beta * G_t(s_t^j))`` with ``G_t(s)`` the return of the
 remaining actions taken from ``s`` (the prior factors are the same for every ``j``). ``G``
 is a (T + 1, S) table computed once per sweep by a backward pass. Conditioning on states
 instead (an indicator ``s_t^j == s_t'``) would be valid too but keeps fewer ancestors.
+
+Guided proposals. With a proposal policy q (``ParticleGibbs(model, proposal=...)``) the free
+particles draw a_t ~ q_t(. | s_t) and every particle, the reference included, carries the
+incremental weight ``prior(a_t) exp(beta r_t) / q_t(a_t | s_t)`` (the prior is uniform, so
+``beta r_t - log q_t(a_t | s_t)`` up to a constant). Conditional SMC leaves the posterior
+invariant for any proposal with full support. The ancestor weight is unchanged: it is
+``w_{t-1}^j`` (now the importance weight) times the TARGET's ratio
+``gamma(a^j_{0:t-1}, a'_{t:T-1}) / gamma(a^j_{0:t-1})`` (Lindsten, Jordan and Schön 2014,
+eq. 9), in which the proposal does not appear.
 """
 
 import jax.numpy as jnp
@@ -22,18 +31,46 @@ from pgm_rl._checks import check_positive_int
 from pgm_rl._sampling import multinomial_resample, positive_uniform
 from pgm_rl.dynamics import draw_start, log_values_to_go, returns_to_go
 from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_state
+from pgm_rl.model import trajectory_problem
 
-__all__ = ["ParticleGibbs", "build_kernel"]
+__all__ = ["ParticleGibbs", "build_kernel", "soft_bellman_proposal"]
 
 
-def build_kernel(mdp, horizon, num_particles):
+def soft_bellman_proposal(mdp, horizon, beta, factor=0.1):
+    """A proposal for the notebook-scale problems: ``soft_bellman(mdp, horizon, factor * beta)``.
+
+    Deliberately not the answer (a cooler, less committed policy); the importance weights of
+    :class:`ParticleGibbs` correct it exactly.
+    """
+    from pgm_rl.exact import soft_bellman
+
+    return soft_bellman(mdp, horizon, factor * beta)
+
+
+def _propose(key, parents, t, n_actions, log_proposal):
+    """Actions (N,) for particles at states ``parents`` and their log 1 / q (0 for the prior)."""
+    if log_proposal is None:
+        actions = random.randint(key, parents.shape, 0, n_actions, jnp.int32)
+        return actions, None
+    log_q = log_proposal[t][parents]
+    actions = random.categorical(key, log_q).astype(jnp.int32)
+    return actions, log_q
+
+
+def _log_q_of(log_q, actions):
+    return jnp.take_along_axis(log_q, actions[:, None], axis=-1)[:, 0]
+
+
+def build_kernel(mdp, horizon, num_particles, log_proposal=None):
     """One conditional SMC sweep with ancestor sampling, ``step(key, state, beta)``.
 
     ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState` (the reference).
     The info's ``accept_prob`` is 1.0 when the sampled trajectory differs from the reference.
+    ``log_proposal`` (T, S, A), optional: the free particles propose from it (see the module
+    docstring); None for the uniform prior.
     """
     if not getattr(mdp, "is_deterministic", True):
-        return _build_stochastic(mdp, horizon, num_particles)
+        return _build_stochastic(mdp, horizon, num_particles, log_proposal)
     next_state = jnp.asarray(mdp.next_state)
     reward = jnp.asarray(mdp.reward)
     ref_index = num_particles - 1
@@ -53,9 +90,11 @@ def build_kernel(mdp, horizon, num_particles):
             ref_ancestor = ref_ancestor.astype(jnp.int32)
             ancestors = ancestors.at[ref_index].set(ref_ancestor)
             parents = states[ancestors]
-            actions = random.randint(action_key, (num_particles,), 0, mdp.n_actions, jnp.int32)
+            actions, log_q = _propose(action_key, parents, t, mdp.n_actions, log_proposal)
             actions = actions.at[ref_index].set(ref_action)
             new_log_w = beta * reward[parents, actions]
+            if log_q is not None:
+                new_log_w = new_log_w - _log_q_of(log_q, actions)
             return (next_state[parents, actions], new_log_w), (ancestors, actions)
 
         sweep_key, pick_key = random.split(key)
@@ -85,6 +124,14 @@ class ParticleGibbs(TrajectoryKernel):
     num_particles : int, default 256
         Particles per sweep (>= 2), the reference included. Cost per step is
         O(num_particles * T); mixing improves with more particles.
+    proposal : optional
+        A proposal policy for the free particles: a (T, S, A) array of probabilities, an
+        object with ``.log_policy`` (T, S, A) (``FittedPolicy``, ``SoftBellmanPolicy``,
+        ``ExactPosterior``), or a callable ``(mdp, horizon, beta) -> one of those``, called
+        when the kernel is built (e.g. :func:`soft_bellman_proposal`). Checked by
+        :func:`pgm_rl.smc.check_proposal` (full support). The sampler stays exact whatever the
+        proposal; a good one makes it mix where prior proposals find nothing (the notebook
+        grid at T = 100).
 
     Notes
     -----
@@ -92,17 +139,32 @@ class ParticleGibbs(TrajectoryKernel):
     reference (0.0); its running mean is the update rate.
     """
 
-    def __init__(self, model, num_particles=256):
+    def __init__(self, model, num_particles=256, proposal=None):
         super().__init__(model)
         self.num_particles = check_positive_int(num_particles, "num_particles")
         if self.num_particles < 2:
             raise ValueError(f"num_particles must be an int >= 2, got {num_particles}")
+        self.proposal = proposal
+        self._resolved_proposal = None if callable(proposal) else proposal
+
+    def build(self, model_args, model_kwargs):
+        if callable(self.proposal) and not hasattr(self.proposal, "log_policy"):
+            mdp, horizon, beta = trajectory_problem(
+                self._model, model_args, model_kwargs, kernel=type(self).__name__
+            )
+            self._resolved_proposal = self.proposal(mdp, horizon, float(beta))
+        return super().build(model_args, model_kwargs)
 
     def build_step(self, mdp, horizon):
-        return build_kernel(mdp, horizon, self.num_particles)
+        log_proposal = None
+        if self._resolved_proposal is not None:
+            from pgm_rl.smc import check_proposal
+
+            log_proposal = check_proposal(self._resolved_proposal, mdp, horizon)
+        return build_kernel(mdp, horizon, self.num_particles, log_proposal)
 
 
-def _build_stochastic(mdp, horizon, num_particles):
+def _build_stochastic(mdp, horizon, num_particles, log_proposal=None):
     """The sweep on a stochastic MDP: particles draw actions, outcome indices and start states
     from the prior.
 
@@ -138,13 +200,15 @@ def _build_stochastic(mdp, horizon, num_particles):
             ref_ancestor = random.categorical(ancestor_key, log_w + values[t, states])
             ancestors = ancestors.at[ref_index].set(ref_ancestor.astype(jnp.int32))
             parents = states[ancestors]
-            actions = random.randint(action_key, (num_particles,), 0, mdp.n_actions, jnp.int32)
+            actions, log_q = _propose(action_key, parents, t, mdp.n_actions, log_proposal)
             actions = actions.at[ref_index].set(ref_action)
             u = positive_uniform(outcome_key, (num_particles,), out_probs.dtype)
             cdf = jnp.cumsum(out_probs[parents, actions], axis=-1)
             outcomes = jnp.sum(cdf[:, :-1] < (u * cdf[:, -1])[:, None], axis=-1)
             outcomes = outcomes.astype(jnp.int32).at[ref_index].set(ref_k)
             new_log_w = beta * out_rewards[parents, actions, outcomes]
+            if log_q is not None:
+                new_log_w = new_log_w - _log_q_of(log_q, actions)
             entered = out_states[parents, actions, outcomes]
             return (entered, new_log_w), (ancestors, actions, outcomes)
 
