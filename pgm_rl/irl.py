@@ -628,6 +628,7 @@ def sample_batched(
     num_warmup=500,
     num_samples=1000,
     target_accept_prob=0.8,
+    max_tree_depth=10,
 ):
     """NUTS posteriors of theta for a batch of R demonstration sets at once (one chain each).
 
@@ -645,6 +646,9 @@ def sample_batched(
         ``"actions"`` (R, N, T) and ``"states"`` (R, N, T + 1), checked like
         :func:`reward_model`'s.
     num_warmup, num_samples : int
+    target_accept_prob, max_tree_depth
+        NUTS settings. Under ``vmap`` every iteration lasts as long as the deepest tree of
+        the batch, so a lower ``max_tree_depth`` bounds the cost (the chains stay valid).
 
     Returns
     -------
@@ -688,6 +692,7 @@ def sample_batched(
             jnp.zeros(n_features, dyn.probs.dtype),
             num_warmup,
             target_accept_prob=target_accept_prob,
+            max_tree_depth=max_tree_depth,
             model_args=(stats,),
             rng_key=key,
         )
@@ -703,3 +708,134 @@ def sample_batched(
     keys = jax.random.split(key, n_sets)
     theta, diverging = jax.jit(jax.vmap(one))(keys, jnp.asarray(actions), jnp.asarray(states))
     return {"theta": theta, "diverging": diverging}
+
+
+def reward_mdp(env, features, theta):
+    """``env`` with the reward r_theta = features @ theta (outcome-wise), a new TabularMDP."""
+    from pgm_rl.envs import TabularMDP
+
+    mdp = check_env(env)
+    dyn = _dynamics(mdp, features)
+    theta = np.asarray(_check_theta(theta, dyn.feats.shape[-1]), np.float64)
+    rewards = np.asarray(dyn.feats, np.float64) @ theta
+    start = mdp.start_probs if mdp.has_random_start else int(mdp.start_state)
+    return TabularMDP.from_outcomes(mdp.outcome_states, mdp.outcome_probs, rewards, start)
+
+
+def simulate(
+    key, env, features, theta, horizon, num_demonstrations, beta=1.0, likelihood="trajectory"
+):
+    """Demonstrations given theta: N draws of the model's likelihood, a dict like ``solve``'s.
+
+    ``"trajectory"``: exact draws of the trajectory posterior of r_theta (:func:`pgm_rl.solve`);
+    ``"soft_bellman"``: the soft-Bellman policy of r_theta run in the true dynamics.
+    """
+    from pgm_rl.exact import soft_bellman, solve
+
+    likelihood = _check_likelihood(likelihood)
+    mdp = reward_mdp(env, features, theta)
+    if likelihood == "trajectory":
+        return solve(mdp, horizon, beta).sample(key, num_demonstrations)
+    return soft_bellman(mdp, horizon, beta).sample(key, num_demonstrations)
+
+
+class Calibration(NamedTuple):
+    """Simulation-based calibration of :func:`simulation_based_calibration`.
+
+    ``ranks`` (R, F) int in [0, L]: how many of the L thinned posterior draws fall below the
+    true theta; ``num_draws`` L; ``theta`` (R, F) the true values; ``posterior`` (R, L, F) the
+    thinned draws; ``divergences`` (R,) per replication; ``p_values`` (F,) of the chi-square
+    test of uniform ranks in ``bins`` equal bins; ``seconds`` wall time of the NUTS part.
+    """
+
+    ranks: np.ndarray
+    num_draws: int
+    theta: np.ndarray
+    posterior: np.ndarray
+    divergences: np.ndarray
+    p_values: np.ndarray
+    bins: int
+    seconds: float
+
+
+def simulation_based_calibration(
+    key,
+    env,
+    features,
+    horizon,
+    num_demonstrations,
+    num_replications,
+    beta=1.0,
+    prior_scale=1.0,
+    likelihood="trajectory",
+    *,
+    num_warmup=300,
+    thin=5,
+    num_draws=99,
+    bins=10,
+    **nuts_kwargs,
+):
+    """SBC (Talts et al. 2018) of :func:`reward_model` with NUTS, vectorised over replications.
+
+    Each replication draws theta from the prior, N demonstrations from the likelihood
+    (:func:`simulate`), runs one NUTS chain (:func:`sample_batched`, all replications in one
+    vmapped program) of ``num_warmup + thin * num_draws`` steps, keeps every ``thin``-th draw
+    and ranks the true theta among them. Calibrated inference gives uniform ranks on
+    {0, ..., L}; the chi-square test uses ``bins`` equal bins (L + 1 must be divisible by it).
+
+    Returns
+    -------
+    Calibration
+    """
+    import time
+
+    from scipy import stats as scipy_stats
+
+    if (num_draws + 1) % bins:
+        raise ValueError(f"num_draws + 1 = {num_draws + 1} must be divisible by bins = {bins}")
+    dyn = _dynamics(env, features)
+    n_features = dyn.feats.shape[-1]
+    key_theta, key_demos, key_nuts = jax.random.split(key, 3)
+    scale = np.broadcast_to(np.asarray(prior_scale, np.float64), (n_features,))
+    theta = np.asarray(jax.random.normal(key_theta, (num_replications, n_features))) * scale
+    demo_keys = jax.random.split(key_demos, num_replications)
+    sets = [
+        simulate(
+            demo_keys[r], env, features, theta[r], horizon, num_demonstrations, beta, likelihood
+        )
+        for r in range(num_replications)
+    ]
+    demos = {k: np.stack([np.asarray(d[k]) for d in sets]) for k in ("actions", "states")}
+    start = time.perf_counter()
+    out = sample_batched(
+        key_nuts,
+        env,
+        features,
+        demos,
+        beta,
+        prior_scale,
+        likelihood,
+        num_warmup=num_warmup,
+        num_samples=thin * num_draws,
+        **nuts_kwargs,
+    )
+    draws = np.asarray(out["theta"])[:, thin - 1 :: thin]  # (R, L, F)
+    seconds = time.perf_counter() - start
+    ranks = np.sum(draws < theta[:, None, :], axis=1)
+    counts = np.stack(
+        [
+            np.bincount(ranks[:, f] * bins // (num_draws + 1), minlength=bins)
+            for f in range(n_features)
+        ]
+    )
+    p_values = np.array([scipy_stats.chisquare(c).pvalue for c in counts])
+    return Calibration(
+        ranks=ranks,
+        num_draws=num_draws,
+        theta=theta,
+        posterior=draws,
+        divergences=np.asarray(out["diverging"]).sum(axis=1),
+        p_values=p_values,
+        bins=bins,
+        seconds=seconds,
+    )
