@@ -44,13 +44,18 @@ from pgm_rl.model import check_env
 
 __all__ = [
     "LIKELIHOODS",
+    "Calibration",
     "MaxLikelihood",
     "demonstration_statistics",
     "feature_expectations",
     "log_likelihood",
     "log_z",
     "max_likelihood",
+    "reward_mdp",
     "reward_model",
+    "sample_batched",
+    "simulate",
+    "simulation_based_calibration",
     "soft_bellman_elbo",
 ]
 
@@ -415,6 +420,17 @@ def _check_prior_scale(prior_scale):
     return prior_scale
 
 
+def _prior_scales(prior_scale, n_features, dtype):
+    """``prior_scale`` broadcast to (F,), or ``ValueError`` naming it."""
+    scale = jnp.asarray(prior_scale, dtype)
+    if scale.ndim > 1 or (scale.ndim == 1 and scale.shape[0] not in (1, n_features)):
+        raise ValueError(
+            f"prior_scale must be a float or an array (F,) = ({n_features},), got shape "
+            f"{scale.shape}"
+        )
+    return jnp.broadcast_to(scale, (n_features,))
+
+
 def _check_theta(theta, n_features):
     theta = jnp.asarray(theta, _dtype())
     if theta.shape != (n_features,):
@@ -496,7 +512,7 @@ def reward_model(env, features, demonstrations, beta=1.0, prior_scale=1.0, likel
     dyn = _dynamics(env, features)
     stats = demonstration_statistics(env, features, demonstrations)
     n_features = dyn.feats.shape[-1]
-    scale = jnp.broadcast_to(jnp.asarray(prior_scale, dyn.probs.dtype), (n_features,))
+    scale = _prior_scales(prior_scale, n_features, dyn.probs.dtype)
     theta = numpyro.sample(
         "theta", dist.Normal(jnp.zeros(n_features, scale.dtype), scale).to_event(1)
     )
@@ -568,7 +584,7 @@ def max_likelihood(
     theta0 = jnp.zeros(n_features, _dtype()) if init is None else _check_theta(init, n_features)
     if prior_scale is not None:
         _check_prior_scale(prior_scale)
-        scale = jnp.broadcast_to(jnp.asarray(prior_scale, _dtype()), (n_features,))
+        scale = _prior_scales(prior_scale, n_features, _dtype())
     steps = int(max_steps)
     if steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps!r}")
@@ -675,7 +691,7 @@ def sample_batched(
         states.reshape(-1, states.shape[-1]),
     )
     n_features = dyn.feats.shape[-1]
-    scale = jnp.broadcast_to(jnp.asarray(prior_scale, dyn.probs.dtype), (n_features,))
+    scale = _prior_scales(prior_scale, n_features, dyn.probs.dtype)
 
     def potential_fn_gen(stats):
         def potential(theta):
