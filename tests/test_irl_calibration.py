@@ -83,3 +83,29 @@ def test_sample_batched_matches_mcmc_on_the_model():
         mine = np.asarray(batched["theta"][r])
         np.testing.assert_allclose(mine.mean(0), reference.mean(0), atol=0.1)
         np.testing.assert_allclose(mine.std(0), reference.std(0), rtol=0.15)
+
+
+def test_recovery_on_the_notebook_grid():
+    """One-hot rewards on the notebook grid (F = 36, T = 20, beta = 0.05), theta from the prior
+    Normal(0, 20): the posterior mean tracks the truth, 90% intervals cover it, and the
+    posterior sd shrinks from N = 50 to N = 500 demonstrations."""
+    env = pgm_rl.GridWorld.notebook()
+    features = np.eye(36)
+    theta = np.asarray(jax.random.normal(jax.random.key(11), (36,))) * 20.0
+    results = {}
+    for n in (50, 500):
+        demos = irl.simulate(jax.random.key(n), env, features, theta, 20, n, 0.05)
+        mcmc = MCMC(NUTS(irl.reward_model), num_warmup=400, num_samples=600, progress_bar=False)
+        mcmc.run(jax.random.key(0), env, features, demos, 0.05, 20.0, extra_fields=("diverging",))
+        assert int(mcmc.get_extra_fields()["diverging"].sum()) == 0
+        draws = np.asarray(mcmc.get_samples()["theta"])
+        low, high = np.quantile(draws, [0.05, 0.95], axis=0)
+        results[n] = (
+            np.corrcoef(draws.mean(0), theta)[0, 1],
+            np.mean((theta >= low) & (theta <= high)),
+            draws.std(0).mean(),
+        )
+    (corr50, cover50, sd50), (corr500, cover500, sd500) = results[50], results[500]
+    assert corr500 > 0.75 and corr500 > corr50
+    assert cover50 >= 0.7 and cover500 >= 0.75  # 36 correlated cells: binomial sd ~ 0.05
+    assert sd500 < 0.8 * sd50 < 0.8 * 20.0
