@@ -66,6 +66,7 @@ __all__ = [
     "check_proposal",
     "multinomial_resample",
     "pool_log_z",
+    "proposal_values",
     "resample_draws",
     "run_smc",
 ]
@@ -219,6 +220,16 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5, proposal=
     exact (unbiased Z) whatever the proposal, as long as it has full support. Outcomes of
     stochastic dynamics are still proposed from the dynamics.
 
+    Twisting. The resampling decisions use intermediate targets twisted by the proposal's own
+    soft value ``psi_t(s) = V^q_t(s)`` (:func:`proposal_values`, the ELBO to go of q): step t
+    multiplies the weight by ``prior exp(beta r_t) / q * exp(psi_{t+1}(s_{t+1}) - psi_t(s_t))``
+    (without the ``psi_0`` term at t = 0). The product over the steps telescopes to the
+    untwisted weight (``psi_T = 0``), so the final weights and the Z estimate are those above;
+    but a good proposal no longer degenerates: without the twist a particle that moved to a
+    good state is penalised for the future reward it has not collected yet (measured on the
+    notebook grid, T = 100: the exact posterior as proposal then gave mean TV 0.45 in Particle
+    Gibbs; with the twist its weights are all equal).
+
     Parameters
     ----------
     key : jax PRNG key
@@ -319,6 +330,7 @@ def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles, log_p
     n_actions = mdp.n_actions
     start_key, key = random.split(key)
     s0 = draw_start(start_key, mdp, (num_particles,))
+    values = None if log_proposal is None else proposal_values(log_proposal, mdp, beta)
     reward_dtype = jnp.asarray(mdp.outcome_rewards).dtype
     uniform = jnp.full(num_particles, -jnp.log(num_particles), reward_dtype)
 
@@ -332,6 +344,8 @@ def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles, log_p
         zeros = jnp.zeros((num_particles, 1), jnp.int32)
         path, rewards, _, _ = follow(mdp, states, actions, zeros, noise, jnp.ones(1, bool))
         log_w = log_w + beta * rewards[:, 0] + log_ratio
+        if values is not None:
+            log_w = log_w + twist(values, t, states, path[:, 1])
         step_log_z = logsumexp(log_w)
         log_w = log_w - step_log_z
         states = path[:, 1]
@@ -372,6 +386,39 @@ def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles, log_p
     return (states, path_rewards.T, path_actions.T), _smc_statistics(
         log_w, log_z, eve, num_resampling, num_particles
     )
+
+
+def proposal_values(log_q, mdp, beta):
+    """The soft value of a proposal policy: ``V^q_t(s)``, shape (T + 1, S), ``V^q_T = 0``.
+
+    ``V^q_t(s) = sum_a q_t(a | s) (E_{s'}[beta r(s, a, s') + V^q_{t+1}(s')] - log q_t(a | s) -
+    log A)``, the ELBO to go of q from state s at step t (= log Z to go when q is the
+    posterior on a deterministic MDP). ``log_q`` (T, S, A); traceable in ``beta``.
+    """
+    ns = jnp.asarray(mdp.outcome_states)
+    probs = jnp.asarray(mdp.outcome_probs)
+    rewards = jnp.asarray(mdp.outcome_rewards)
+    return _proposal_values(log_q, ns, probs, rewards, beta)
+
+
+def _proposal_values(log_q, ns, probs, rewards, beta):
+    """:func:`proposal_values` on the (S, A, K) outcome arrays."""
+    mean_reward = jnp.sum(probs * rewards, axis=-1)
+    log_a = jnp.log(log_q.shape[-1])
+
+    def step(v_next, log_q_t):
+        q_value = beta * mean_reward + jnp.sum(probs * v_next[ns], axis=-1)
+        v = jnp.sum(jnp.exp(log_q_t) * (q_value - log_q_t - log_a), axis=-1)
+        return v, v
+
+    end = jnp.zeros(ns.shape[0], log_q.dtype)
+    _, values = lax.scan(step, end, log_q, reverse=True)
+    return jnp.concatenate([values, end[None]])
+
+
+def twist(values, t, here, there):
+    """``psi_{t+1}(there) - psi_t(here)`` (no ``psi_0`` at t = 0): the twisted increment."""
+    return values[t + 1][there] - jnp.where(t > 0, values[t][here], 0.0)
 
 
 def _propose(key, states, t, n_actions, log_proposal):
@@ -489,6 +536,15 @@ def _smc(
 ):
     n_actions = next_state.shape[1]
     uniform = jnp.full(num_particles, -jnp.log(num_particles), reward.dtype)
+    values = None
+    if log_proposal is not None:
+        values = _proposal_values(
+            log_proposal,
+            next_state[..., None],
+            jnp.ones_like(reward)[..., None],
+            reward[..., None],
+            beta,
+        )
 
     def forward(carry, inputs):
         states, log_w, log_z, eve, num_resampling = carry
@@ -496,9 +552,12 @@ def _smc(
         action_key, resample_key = random.split(step_key)
         actions, log_ratio = _propose(action_key, states, t, n_actions, log_proposal)
         log_w = log_w + beta * reward[states, actions] + log_ratio
+        entered = next_state[states, actions]
+        if values is not None:
+            log_w = log_w + twist(values, t, states, entered)
         step_log_z = logsumexp(log_w)
         log_w = log_w - step_log_z
-        states = next_state[states, actions]
+        states = entered
         ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
         resample = (ess < ess_threshold * num_particles) & (t < horizon - 1)
         ancestors = jnp.where(

@@ -21,7 +21,12 @@ incremental weight ``prior(a_t) exp(beta r_t) / q_t(a_t | s_t)`` (the prior is u
 invariant for any proposal with full support. The ancestor weight is unchanged: it is
 ``w_{t-1}^j`` (now the importance weight) times the TARGET's ratio
 ``gamma(a^j_{0:t-1}, a'_{t:T-1}) / gamma(a^j_{0:t-1})`` (Lindsten, Jordan and Schön 2014,
-eq. 9), in which the proposal does not appear.
+eq. 9), in which the proposal does not appear. The intermediate targets are twisted by the
+proposal's soft value ``psi = V^q`` (:func:`pgm_rl.smc.proposal_values`), as in
+:func:`pgm_rl.smc.run_smc`: the increments gain ``psi_{t+1}(s_{t+1}) - psi_t(s_t)`` and the
+ancestor weights ``- psi_t(s_t^j)`` (t >= 1). The final target is unchanged (``psi_T = 0``),
+so this is still conditional SMC for the posterior; without the twist a good proposal stalls
+(the exact posterior as proposal on the notebook grid, T = 100: mean TV 0.45, R-hat 6e15).
 """
 
 import jax.numpy as jnp
@@ -32,8 +37,9 @@ from pgm_rl._sampling import multinomial_resample, positive_uniform
 from pgm_rl.dynamics import draw_start, log_values_to_go, returns_to_go
 from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_state
 from pgm_rl.model import trajectory_problem
+from pgm_rl.smc import twist
 
-__all__ = ["ParticleGibbs", "build_kernel", "soft_bellman_proposal"]
+__all__ = ["GuidedParticleGibbs", "ParticleGibbs", "build_kernel", "soft_bellman_proposal"]
 
 
 def soft_bellman_proposal(mdp, horizon, beta, factor=0.1):
@@ -61,6 +67,21 @@ def _log_q_of(log_q, actions):
     return jnp.take_along_axis(log_q, actions[:, None], axis=-1)[:, 0]
 
 
+def _values(log_proposal, mdp, beta):
+    if log_proposal is None:
+        return None
+    from pgm_rl.smc import proposal_values
+
+    return proposal_values(log_proposal, mdp, beta)
+
+
+def _ancestor_twist(values, t, states):
+    """``-psi_t(s)`` for the ancestor weights (0 at t = 0 and for prior proposals)."""
+    if values is None:
+        return 0.0
+    return -jnp.where(t > 0, values[t][states], 0.0)
+
+
 def build_kernel(mdp, horizon, num_particles, log_proposal=None):
     """One conditional SMC sweep with ancestor sampling, ``step(key, state, beta)``.
 
@@ -78,6 +99,7 @@ def build_kernel(mdp, horizon, num_particles, log_proposal=None):
     def step(key, state, beta):
         ref = state.actions
         g = returns_to_go(mdp, ref)
+        values = _values(log_proposal, mdp, beta)
         s0 = jnp.full(num_particles, mdp.start_state, next_state.dtype)
         log_w0 = jnp.zeros(num_particles, reward.dtype)
 
@@ -86,16 +108,19 @@ def build_kernel(mdp, horizon, num_particles, log_proposal=None):
             step_key, t, ref_action = inputs
             resample_key, ancestor_key, action_key = random.split(step_key, 3)
             ancestors = multinomial_resample(resample_key, log_w, num_particles)
-            ref_ancestor = random.categorical(ancestor_key, log_w + beta * g[t, states])
+            ancestor_log_w = log_w + beta * g[t, states] + _ancestor_twist(values, t, states)
+            ref_ancestor = random.categorical(ancestor_key, ancestor_log_w)
             ref_ancestor = ref_ancestor.astype(jnp.int32)
             ancestors = ancestors.at[ref_index].set(ref_ancestor)
             parents = states[ancestors]
             actions, log_q = _propose(action_key, parents, t, mdp.n_actions, log_proposal)
             actions = actions.at[ref_index].set(ref_action)
             new_log_w = beta * reward[parents, actions]
+            entered = next_state[parents, actions]
             if log_q is not None:
                 new_log_w = new_log_w - _log_q_of(log_q, actions)
-            return (next_state[parents, actions], new_log_w), (ancestors, actions)
+                new_log_w = new_log_w + twist(values, t, parents, entered)
+            return (entered, new_log_w), (ancestors, actions)
 
         sweep_key, pick_key = random.split(key)
         inputs = (random.split(sweep_key, horizon), jnp.arange(horizon), ref)
@@ -156,6 +181,12 @@ class ParticleGibbs(TrajectoryKernel):
         return super().build(model_args, model_kwargs)
 
     def build_step(self, mdp, horizon):
+        if self._resolved_proposal is None and self.proposal is not None:
+            raise ValueError(
+                "ParticleGibbs(proposal=<callable>) builds its proposal from the model's "
+                "(mdp, horizon, beta) when MCMC builds the kernel; as a replica-exchange rung "
+                "(several betas) pass a (T, S, A) proposal instead"
+            )
         log_proposal = None
         if self._resolved_proposal is not None:
             from pgm_rl.smc import check_proposal
@@ -186,6 +217,7 @@ def _build_stochastic(mdp, horizon, num_particles, log_proposal=None):
         ref = state.actions
         ref_outcomes = jnp.zeros(horizon, jnp.int32) if state.outcomes is None else state.outcomes
         values = log_values_to_go(mdp, ref, ref_outcomes, beta)  # (T + 1, S)
+        psi = _values(log_proposal, mdp, beta)
         start_key, sweep_key, pick_key = random.split(key, 3)
         s0 = draw_start(start_key, mdp, (num_particles,))
         if random_start:
@@ -197,7 +229,8 @@ def _build_stochastic(mdp, horizon, num_particles, log_proposal=None):
             step_key, t, ref_action, ref_k = inputs
             resample_key, ancestor_key, action_key, outcome_key = random.split(step_key, 4)
             ancestors = multinomial_resample(resample_key, log_w, num_particles)
-            ref_ancestor = random.categorical(ancestor_key, log_w + values[t, states])
+            ancestor_log_w = log_w + values[t, states] + _ancestor_twist(psi, t, states)
+            ref_ancestor = random.categorical(ancestor_key, ancestor_log_w)
             ancestors = ancestors.at[ref_index].set(ref_ancestor.astype(jnp.int32))
             parents = states[ancestors]
             actions, log_q = _propose(action_key, parents, t, mdp.n_actions, log_proposal)
@@ -207,9 +240,10 @@ def _build_stochastic(mdp, horizon, num_particles, log_proposal=None):
             outcomes = jnp.sum(cdf[:, :-1] < (u * cdf[:, -1])[:, None], axis=-1)
             outcomes = outcomes.astype(jnp.int32).at[ref_index].set(ref_k)
             new_log_w = beta * out_rewards[parents, actions, outcomes]
+            entered = out_states[parents, actions, outcomes]
             if log_q is not None:
                 new_log_w = new_log_w - _log_q_of(log_q, actions)
-            entered = out_states[parents, actions, outcomes]
+                new_log_w = new_log_w + twist(psi, t, parents, entered)
             return (entered, new_log_w), (ancestors, actions, outcomes)
 
         inputs = (random.split(sweep_key, horizon), jnp.arange(horizon), ref, ref_outcomes)
@@ -231,3 +265,40 @@ def _build_stochastic(mdp, horizon, num_particles, log_proposal=None):
         return new_state, MHInfo(changed.astype(log_w.dtype), changed)
 
     return step
+
+
+class GuidedParticleGibbs(ParticleGibbs):
+    """:class:`ParticleGibbs` proposing from a policy built from the problem when MCMC builds it.
+
+    ``proposal(mdp, horizon, beta)`` (default :func:`soft_bellman_proposal`: soft Bellman at
+    beta / 10) gives the (T, S, A) proposal. The registry's ``"guided-particle-gibbs"``. Not a
+    replica-exchange rung (its proposal depends on the model's beta): use
+    ``ParticleGibbs(model, proposal=array)`` there.
+    """
+
+    build_step = None  # not a rung: see the class docstring
+
+    def __init__(self, model, num_particles=256, proposal=soft_bellman_proposal):
+        if not callable(proposal) or hasattr(proposal, "log_policy"):
+            raise TypeError(
+                "GuidedParticleGibbs needs proposal, a callable (mdp, horizon, beta) -> policy; "
+                "for a fixed policy use ParticleGibbs(model, proposal=...)"
+            )
+        super().__init__(model, num_particles, proposal)
+
+    def build(self, model_args, model_kwargs):
+        from pgm_rl.kernels.base import init_from_params, init_from_prior, position
+        from pgm_rl.smc import check_proposal
+
+        mdp, horizon, beta = trajectory_problem(
+            self._model, model_args, model_kwargs, kernel=type(self).__name__
+        )
+        log_q = check_proposal(self.proposal(mdp, horizon, float(beta)), mdp, horizon)
+        step = build_kernel(mdp, horizon, self.num_particles, log_q)
+
+        def init_fn(key, init_params):
+            if init_params is None:
+                return init_from_prior(key, mdp, horizon)
+            return init_from_params(mdp, init_params)
+
+        return init_fn, lambda key, state: step(key, state, beta), position

@@ -89,6 +89,12 @@ def _particle_gibbs(model):
     return ParticleGibbs(model)
 
 
+def _guided_particle_gibbs(model):
+    from pgm_rl.kernels.particle_gibbs import GuidedParticleGibbs
+
+    return GuidedParticleGibbs(model)
+
+
 def _replica_exchange(model):
     from pgm_rl.kernels.replica_exchange import ReplicaExchange
 
@@ -130,6 +136,10 @@ KERNELS = {
         KernelRecord(
             "particle-gibbs", _particle_gibbs, False, _ACCEPT, True, False, True,
             "conditional SMC with ancestor sampling (256 particles)",
+        ),
+        KernelRecord(
+            "guided-particle-gibbs", _guided_particle_gibbs, False, _ACCEPT, False, False, True,
+            "particle-gibbs proposing from soft_bellman at beta / 10 (importance-weighted)",
         ),
         KernelRecord(
             "replica-exchange", _replica_exchange, False,
