@@ -242,3 +242,40 @@ def test_divergence_names_the_step_and_the_last_finite_elbo():
     nan_at_step_3 = optax.GradientTransformation(lambda p: jnp.zeros((), jnp.int32), update)
     with pytest.raises(FloatingPointError, match=r"step 4 \(last finite ELBO: "):
         fit_policy(random_grid(0), 3, 1.0, num_steps=10, optimizer=nan_at_step_3)
+
+
+def test_fit_policy_to_samples_forward_kl():
+    from pgm_rl.variational import fit_policy_to_samples
+
+    env = random_grid(8, (3, 3))
+    post = pgm_rl.solve(env, 6, 1.0)
+    draws = post.sample(jax.random.key(0), 20000)
+    fit = fit_policy_to_samples(env, draws, beta=1.0)
+    assert 0.0 <= fit.kl_to_posterior <= 0.01
+    assert np.all(np.asarray(fit.policy) > 0)  # Dirichlet smoothing: full support
+    # states are optional on deterministic MDPs; the stationary fit is a smaller family
+    fit_actions_only = fit_policy_to_samples(env, {"actions": draws["actions"]}, beta=1.0)
+    np.testing.assert_allclose(fit_actions_only.log_policy, fit.log_policy)
+    stationary = fit_policy_to_samples(env, draws, "stationary", beta=1.0)
+    assert stationary.log_policy.shape == (6, 9, 5) and stationary.elbo <= fit.elbo + 1e-9
+    features = fit_policy_to_samples(
+        env, draws, "features", features=np.eye(9), beta=1.0, num_steps=300
+    )
+    assert features.elbo == pytest.approx(stationary.elbo, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    "samples, kwargs, error, words",
+    [
+        ([1, 2], {}, TypeError, "samples"),
+        ({"actions": np.zeros((2, 3))}, {}, ValueError, "int array"),
+        ({"actions": np.full((2, 3), 7)}, {}, ValueError, "actions"),
+        ({"actions": np.zeros((2, 3), int)}, {"prior_counts": 0.0}, ValueError, "prior_counts"),
+        ({"actions": np.zeros((2, 3), int)}, {"parametrization": "x"}, ValueError, "parametriz"),
+    ],
+)
+def test_fit_policy_to_samples_bad_input(samples, kwargs, error, words):
+    from pgm_rl.variational import fit_policy_to_samples
+
+    with pytest.raises(error, match=words):
+        fit_policy_to_samples(random_grid(0), samples, **kwargs)
