@@ -199,6 +199,10 @@ def test_reward_model_sites_nuts_predictive_arviz():
     assert int(mcmc.get_extra_fields()["diverging"].sum()) == 0
     dt = arviz_base.from_numpyro(mcmc)
     assert dt.posterior["theta"].shape == (2, 100, 2)
+    import arviz_stats
+
+    table = arviz_stats.summary(dt, var_names=["theta"])
+    assert list(table.index) == ["theta[0]", "theta[1]"] and "r_hat" in table.columns
     prior = Predictive(irl.reward_model, num_samples=5)(jax.random.key(1), *args)
     assert prior["theta"].shape == (5, 2) and prior["reward"].shape == (5, 9, 5)
     # the model's log density is the prior plus log_likelihood
