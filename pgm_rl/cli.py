@@ -1,6 +1,6 @@
-"""The ``pgm-rl`` command: exact answers, sampling, kernel comparisons, reports and SMC.
+"""The ``pgm-rl`` command: exact answers, sampling, kernel comparisons, reports, SMC and IRL.
 
-``pgm-rl exact|sample|compare|report|smc``, each with ``--help``; ``pgm-rl --version``.
+``pgm-rl exact|sample|compare|report|smc|irl``, each with ``--help``; ``pgm-rl --version``.
 This module parses and prints only: the work is done by :mod:`pgm_rl.compare`,
 :mod:`pgm_rl.diagnostics`, :mod:`pgm_rl.plots`, :mod:`pgm_rl.smc` and :mod:`pgm_rl.exact`, which
 (with JAX, NumPyro and ArviZ) are imported inside the command functions, so ``pgm-rl --help``
@@ -36,6 +36,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 # The picture of ``exact --env ... --plots DIR``.
 ENV_OCCUPANCY_FILE = "occupancy_env.png"
+# The picture of ``irl --plots DIR``.
+REWARD_POSTERIOR_FILE = "reward_posterior.png"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,6 +109,16 @@ def _beta(text):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
 
 
@@ -194,7 +206,7 @@ def _kernel_list():
 # ----------------------------------------------------------------------------- the parser
 
 
-def _problem_arguments(parser):
+def _problem_arguments(parser, horizon_help=None):
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--grid",
@@ -221,7 +233,11 @@ def _problem_arguments(parser):
         help="start cell of --grid (default: (5, 0) on the notebook grid, (0, 0) on a grid file)",
     )
     parser.add_argument(
-        "--horizon", type=_positive_int, required=True, metavar="T", help="number of actions T >= 1"
+        "--horizon",
+        type=_positive_int,
+        required=horizon_help is None,
+        metavar="T",
+        help=horizon_help or "number of actions T >= 1",
     )
     parser.add_argument(
         "--beta", type=_beta, required=True, metavar="B", help="inverse temperature >= 0"
@@ -349,7 +365,65 @@ def build_parser():
     )
     smc.add_argument("--runs", type=_positive_int, default=5, help="independent runs (default 5)")
     smc.add_argument("--seed", type=_seed, default=0, help="PRNG seed in [0, 2**32) (default 0)")
+    _irl_parser(commands)
     return parser
+
+
+def _irl_parser(commands):
+    irl = commands.add_parser(
+        "irl",
+        help="learn the reward from demonstrations (NUTS over reward weights)",
+        description="Bayesian inverse RL: NUTS samples the posterior of the reward weights theta "
+        "(r = features @ theta, theta ~ Normal(0, prior scale)) given demonstrations, through "
+        "the exact, differentiable log Z (pgm_rl.irl.reward_model). Prints the ArviZ summary of "
+        "theta (R-hat, ESS) and the divergences; saves the run as netCDF; with --plots draws "
+        f"{REWARD_POSTERIOR_FILE} (posterior mean and sd of each cell's reward, beside the true "
+        "reward where known).",
+    )
+    _problem_arguments(
+        irl,
+        horizon_help="number of actions T: needed by --demos exact:N, otherwise read from the "
+        "demonstrations (and checked against them when given)",
+    )
+    irl.add_argument(
+        "--demos",
+        required=True,
+        metavar="FILE.nc|exact:N",
+        help="the demonstrations: a netCDF file written by 'pgm-rl sample --out' or "
+        "pgm_rl.io.save of a to_datatree tree (every chain x draw is one demonstration), or "
+        "exact:N for N exact posterior draws of the environment's own reward at --horizon and "
+        "--beta (a demo whose true reward is known)",
+    )
+    irl.add_argument(
+        "--features",
+        default="onehot",
+        metavar="onehot|FILE",
+        help="'onehot' (default: one weight per state, the reward of entering it) or a .npy or "
+        "CSV file of shape (S, F), the features of each state",
+    )
+    irl.add_argument(
+        "--likelihood",
+        choices=("trajectory", "soft-bellman"),
+        default="trajectory",
+        help="'trajectory' (default): the exact trajectory likelihood exp(beta R) / Z; "
+        "'soft-bellman': the maximum-causal-entropy likelihood of the soft-Bellman policy (for "
+        "stochastic dynamics)",
+    )
+    irl.add_argument(
+        "--prior-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="S",
+        help="sd of the Normal prior of each reward weight (default 1)",
+    )
+    _run_arguments(irl)
+    irl.add_argument("--out", metavar="FILE.nc", help="save the posterior (netCDF) to FILE.nc")
+    irl.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (NumPyro's, on stderr)",
+    )
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -1024,12 +1098,250 @@ def _cmd_smc(args):
     return 0
 
 
+def _cmd_irl(args):
+    env = _env(args)
+    if args.plots is not None and getattr(env, "shape", None) is None:
+        raise ValueError(f"irl --plots draws the reward on a grid map; {env.env_id} has none")
+    pictures = [] if args.plots is None else [REWARD_POSTERIOR_FILE]
+    with _Outputs(args, pictures) as outputs:
+        return _irl(args, env, outputs)
+
+
+def _irl_features(spec, env):
+    """``--features``: one-hot (S, S), or a .npy / CSV / whitespace-separated file (S, F)."""
+    import numpy as np
+
+    if spec == "onehot":
+        return np.eye(env.n_states)
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(
+            f"--features {spec!r} is neither 'onehot' nor an existing file (.npy or CSV)"
+        )
+    try:
+        if spec.endswith(".npy"):
+            features = np.load(spec, allow_pickle=False)
+        else:
+            with open(spec) as handle:
+                text = handle.read()
+            delimiter = "," if "," in text else None
+            features = np.loadtxt(spec, delimiter=delimiter, ndmin=2)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--features {spec!r} cannot be read as an array: {error}") from None
+    if features.ndim != 2 or features.shape[0] != env.n_states:
+        raise ValueError(
+            f"--features {spec!r} must have shape (S, F) = ({env.n_states}, F), one row per "
+            f"state; got {features.shape}"
+        )
+    return features
+
+
+def _irl_demonstrations(args, env):
+    """``--demos``: (dict of "actions" (N, T), "states" (N, T + 1); the true cell reward or
+    None; a description)."""
+    import jax
+    import numpy as np
+
+    from pgm_rl.envs import GridWorld
+
+    spec = args.demos
+    if spec.startswith("exact:"):
+        try:
+            count = _positive_int(spec[len("exact:") :])
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"--demos {spec!r}: N {error}") from None
+        if args.horizon is None:
+            raise ValueError("--demos exact:N needs --horizon T (the length of each demonstration)")
+        from pgm_rl.exact import solve
+
+        key = jax.random.fold_in(jax.random.key(args.seed), 1)
+        draws = solve(env, args.horizon, args.beta).sample(key, count)
+        demos = {k: np.asarray(draws[k]) for k in ("actions", "states")}
+        truth = np.asarray(env.rewards, np.float64).ravel() if isinstance(env, GridWorld) else None
+        return demos, truth, f"{count} exact posterior draws of the environment's own reward"
+    from pgm_rl import io
+    from pgm_rl.diagnostics import env_from_datatree, trajectory_states
+
+    dt = io.load(spec)
+    try:
+        actions = dt["posterior"]["actions"]
+        states = trajectory_states(dt)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"--demos {spec!r} holds no demonstrations ({_one_line(error)}): it needs a tree "
+            "with posterior actions (chain, draw, time), as 'pgm-rl sample --out' writes"
+        ) from None
+    horizon = actions.sizes.get("time", actions.shape[-1])
+    demos = {
+        "actions": np.asarray(actions.values).reshape(-1, horizon),
+        "states": np.asarray(states.values).reshape(-1, horizon + 1),
+    }
+    truth = None
+    try:
+        stored = env_from_datatree(dt)
+        if isinstance(stored, GridWorld) and stored.shape == getattr(env, "shape", None):
+            truth = np.asarray(stored.rewards, np.float64).ravel()
+    except (KeyError, TypeError, ValueError):
+        pass
+    chains, draws = actions.shape[0], actions.shape[1]
+    return demos, truth, f"{spec} ({chains} chains x {draws} draws)"
+
+
+def _irl(args, env, outputs):
+    _setup_jax()
+    import jax
+    import numpy as np
+    import pandas as pd
+
+    import pgm_rl.diagnostics  # noqa: F401  (before arviz_base: the lazy-import workaround)
+    from pgm_rl import irl
+
+    likelihood = args.likelihood.replace("-", "_")
+    features = _irl_features(args.features, env)
+    demos, truth, source = _irl_demonstrations(args, env)
+    n_demos, horizon = demos["actions"].shape
+    if args.horizon is not None and args.horizon != horizon:
+        raise ValueError(
+            f"--horizon {args.horizon} does not match the demonstrations of --demos "
+            f"{args.demos!r}, which have T = {horizon} actions"
+        )
+    try:
+        irl.demonstration_statistics(env, features, demos)
+    except (TypeError, ValueError) as error:
+        what = "--features" if "features" in str(error) else f"--demos {args.demos!r}"
+        raise ValueError(f"{what} does not fit the environment: {_one_line(error)}") from None
+    if args.plots is not None and features.ndim != 2:
+        raise ValueError("irl --plots draws the reward of each state: it needs (S, F) features")
+    args.horizon = horizon
+    print(
+        f"irl: {_problem_line(env, args)}; {n_demos} demonstrations from {source}; "
+        f"features {args.features} (F = {features.shape[-1]}), likelihood {args.likelihood}, "
+        f"prior Normal(0, {args.prior_scale:g})",
+        flush=True,
+    )
+    import time
+
+    from arviz_base import from_numpyro
+    from numpyro.infer import MCMC, NUTS
+
+    mcmc = MCMC(
+        NUTS(irl.reward_model),
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        num_chains=args.chains,
+        chain_method="vectorized",
+        progress_bar=args.progress,
+    )
+    start = time.perf_counter()
+    mcmc.run(
+        jax.random.key(args.seed),
+        env,
+        features,
+        demos,
+        beta=args.beta,
+        prior_scale=args.prior_scale,
+        likelihood=likelihood,
+        extra_fields=("diverging",),
+    )
+    seconds = time.perf_counter() - start
+    print(f"NUTS: {args.chains} chains x {args.samples} draws in {seconds:.2f} s (JIT included)")
+    dt = _irl_tree(from_numpyro(mcmc), args, env, features, demos, truth, likelihood)
+    found = _print_irl_summary(dt, args, pd)
+    theta = dt["posterior"]["theta"].values.reshape(-1, features.shape[-1])
+    cells = None
+    if features.ndim == 2:
+        cells = theta @ features.T  # (draws, S): the reward of entering each state
+        if truth is not None:
+            low, high = np.quantile(cells, [0.05, 0.95], axis=0)
+            mean = cells.mean(axis=0)
+            corr = np.corrcoef(mean, truth)[0, 1] if mean.std() > 0 else float("nan")
+            cover = np.mean((low <= truth) & (truth <= high))
+            print(
+                f"vs the true reward of each state: correlation of the posterior mean {corr:.3f}, "
+                f"90% intervals cover {cover:.2f} of {truth.size} states"
+            )
+    drawn = []
+    if args.plots is not None:
+        import matplotlib.pyplot as plt
+
+        from pgm_rl.plots import plot_reward_posterior
+
+        visits = np.bincount(demos["states"][:, 1:].ravel(), minlength=env.n_states)
+        with outputs.drawing() as folder:
+            plot_reward_posterior(
+                env,
+                cells.mean(axis=0),
+                cells.std(axis=0),
+                true_reward=truth,
+                visits=visits,
+                save=os.path.join(folder, REWARD_POSTERIOR_FILE),
+            )
+            plt.close("all")
+            drawn.append(REWARD_POSTERIOR_FILE)
+    outputs.commit(dt, drawn)
+    return EXIT_PROBLEMS if args.strict and found else 0
+
+
+def _irl_tree(dt, args, env, features, demos, truth, likelihood):
+    """The run's tree with the problem stored: features, demonstrations, true reward, attrs."""
+    import xarray as xr
+
+    feature_dims = ("state", "feature") if features.ndim == 2 else ("state", "action", "feature")
+    data = {
+        "features": (feature_dims, features),
+        "demo_actions": (("demonstration", "time"), demos["actions"]),
+        "demo_states": (("demonstration", "step"), demos["states"]),
+    }
+    if truth is not None:
+        data["true_reward"] = (("state",), truth)
+    dt["constant_data"] = xr.Dataset(data)
+    dt.attrs.update(
+        sampler="NUTS (pgm_rl.irl.reward_model)",
+        horizon=int(demos["actions"].shape[1]),
+        beta=float(args.beta),
+        likelihood=likelihood,
+        prior_scale=float(args.prior_scale),
+        demonstrations=str(args.demos),
+        num_demonstrations=int(demos["actions"].shape[0]),
+        features=str(args.features),
+        n_states=int(env.n_states),
+    )
+    return dt
+
+
+def _print_irl_summary(dt, args, pd):
+    """The ArviZ summary of theta, the divergences and one 'warning:' line per problem."""
+    import arviz_stats
+
+    table = arviz_stats.summary(dt, var_names=["theta"])
+    print("summary of theta (reward weights; arviz_stats.summary):")
+    with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_rows", 60):
+        print(table.to_string(float_format=lambda x: f"{x:.4g}"))
+    diverging = int(dt["sample_stats"]["diverging"].values.sum())
+    total = args.chains * args.samples
+    print(f"divergences: {diverging} of {total} transitions")
+    lines = []
+    if args.chains > 1 and "r_hat" in table:
+        worst = float(table["r_hat"].max())
+        if worst > 1.01:
+            lines.append(
+                f"worst R-hat of theta {worst:.4g} > 1.01 at {table['r_hat'].idxmax()}: run "
+                "longer (--warmup, --samples)"
+            )
+    if diverging:
+        lines.append(
+            f"{diverging} divergent transitions: the posterior may be biased (try more --warmup "
+            "or a smaller --prior-scale)"
+        )
+    return _print_problems(lines)
+
+
 COMMANDS = {
     "exact": _cmd_exact,
     "sample": _cmd_sample,
     "compare": _cmd_compare,
     "report": _cmd_report,
     "smc": _cmd_smc,
+    "irl": _cmd_irl,
 }
 
 
