@@ -642,6 +642,15 @@ def _finish(guide, params, trace, state, objective, beta):
 
 
 def _fit_exact(guide, beta, num_steps, optimizer, natural_gradient):
+    run, params, state = exact_runner(guide, beta, num_steps, optimizer, natural_gradient)
+    (params, state), trace = run(params, state)
+    return trace, params, state
+
+
+def exact_runner(guide, beta, num_steps, optimizer=None, natural_gradient=True):
+    """The jitted ``run(params, opt_state) -> ((params, opt_state), elbo_trace)`` of the
+    ``"exact"`` objective, with the initial params and optimizer state (for benchmarks: call it
+    twice to time it without compilation)."""
     if not isinstance(natural_gradient, bool):
         raise TypeError(f"natural_gradient must be a bool, got {natural_gradient!r}")
     if optimizer is None:
@@ -669,8 +678,7 @@ def _fit_exact(guide, beta, num_steps, optimizer, natural_gradient):
         return lax.scan(step, (params, opt_state), None, length=num_steps)
 
     params = guide.init_params()
-    (params, state), trace = run(params, optimizer.init(params))
-    return trace, params, state
+    return run, params, optimizer.init(params)
 
 
 def _fit_score(guide, beta, num_steps, optimizer, key, num_particles, estimator):
