@@ -30,6 +30,7 @@ demo: venv
 	$(PY) examples/demo.py --out report
 	$(VENV)/bin/pgm-rl exact --env FrozenLake-v1 --env-kwargs is_slippery=true --horizon 20 --beta 5
 	$(PY) examples/frozen_lake.py --out report
+	$(PY) examples/irl_recovery.py --out report
 
 # Default tests, then the statistical tests marked slow, on 2 worker processes (pytest-xdist);
 # pytest's "no tests collected" (5) is not a failure.

@@ -1183,7 +1183,11 @@ def _irl_demonstrations(args, env):
     except (KeyError, TypeError, ValueError):
         pass
     chains, draws = actions.shape[0], actions.shape[1]
-    return demos, truth, f"{spec} ({chains} chains x {draws} draws)"
+    return demos, truth, f"{spec} ({_count(chains, 'chain')} x {draws} draws)"
+
+
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _irl(args, env, outputs):
@@ -1243,7 +1247,10 @@ def _irl(args, env, outputs):
         extra_fields=("diverging",),
     )
     seconds = time.perf_counter() - start
-    print(f"NUTS: {args.chains} chains x {args.samples} draws in {seconds:.2f} s (JIT included)")
+    print(
+        f"NUTS: {_count(args.chains, 'chain')} x {args.samples} draws in {seconds:.2f} s "
+        "(JIT included)"
+    )
     dt = _irl_tree(from_numpyro(mcmc), args, env, features, demos, truth, likelihood)
     found = _print_irl_summary(dt, args, pd)
     theta = dt["posterior"]["theta"].values.reshape(-1, features.shape[-1])

@@ -70,7 +70,7 @@ def test_irl_runs_on_saved_demonstrations(capsys, problem, tmp_path):
         pics,
     )
     assert code == 0, err
-    assert "12 demonstrations" in out and "(1 chains x 12 draws)" in out
+    assert "12 demonstrations" in out and "(1 chain x 12 draws)" in out
     assert "summary of theta" in out and "ess_bulk" in out and "theta[8]" in out
     assert "divergences:" in out
     assert "correlation of the posterior mean" in out  # the stored grid is the true reward
