@@ -392,7 +392,8 @@ def _irl_parser(commands):
         help="the demonstrations: a netCDF file written by 'pgm-rl sample --out' or "
         "pgm_rl.io.save of a to_datatree tree (every chain x draw is one demonstration), or "
         "exact:N for N exact posterior draws of the environment's own reward at --horizon and "
-        "--beta (a demo whose true reward is known)",
+        "--beta (with --likelihood soft-bellman: N rollouts of its soft-Bellman policy), a demo "
+        "whose true reward is known",
     )
     irl.add_argument(
         "--features",
@@ -1151,13 +1152,17 @@ def _irl_demonstrations(args, env):
             raise ValueError(f"--demos {spec!r}: N {error}") from None
         if args.horizon is None:
             raise ValueError("--demos exact:N needs --horizon T (the length of each demonstration)")
-        from pgm_rl.exact import solve
+        from pgm_rl.exact import soft_bellman, solve
 
+        # the generator the likelihood assumes (as pgm_rl.irl.simulate): the trajectory
+        # posterior, or the soft-Bellman policy run in the true dynamics
         key = jax.random.fold_in(jax.random.key(args.seed), 1)
-        draws = solve(env, args.horizon, args.beta).sample(key, count)
+        soft = args.likelihood == "soft-bellman"
+        draws = (soft_bellman if soft else solve)(env, args.horizon, args.beta).sample(key, count)
         demos = {k: np.asarray(draws[k]) for k in ("actions", "states")}
         truth = np.asarray(env.rewards, np.float64).ravel() if isinstance(env, GridWorld) else None
-        return demos, truth, f"{count} exact posterior draws of the environment's own reward"
+        what = "soft-Bellman policy rollouts" if soft else "exact posterior draws"
+        return demos, truth, f"{count} {what} of the environment's own reward"
     from pgm_rl import io
     from pgm_rl.diagnostics import env_from_datatree, trajectory_states
 

@@ -98,7 +98,7 @@ def test_irl_exact_demonstrations_soft_bellman_features_file(capsys, problem, tm
         "soft-bellman",
     )
     assert code == 0, err
-    assert "15 demonstrations from 15 exact posterior draws" in out
+    assert "15 demonstrations from 15 soft-Bellman policy rollouts" in out
     assert "F = 3" in out and "theta[2]" in out and "theta[3]" not in out
 
 
