@@ -173,6 +173,7 @@ def test_deterministic_trajectory_and_soft_bellman_likelihoods_agree():
 # ----------------------------------------------------------------------------- the model
 
 
+@pytest.mark.slow
 def test_reward_model_sites_nuts_predictive_arviz():
     import arviz_base
 
@@ -237,6 +238,7 @@ def test_max_likelihood_is_a_stationary_point_and_recovers_theta():
     assert np.all(np.abs(fit_map.theta) < np.abs(fit.theta))
 
 
+@pytest.mark.slow
 def test_max_likelihood_on_slippery_grid_soft_bellman():
     env = _grid(13, start=(0, 0), slip=0.2)
     features = np.random.default_rng(13).normal(size=(9, 2))

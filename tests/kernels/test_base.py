@@ -18,6 +18,13 @@ from pgm_rl.kernels import KERNELS, TrajectoryMH, mh_accept
 from pgm_rl.kernels.base import RegenerationState, init_state
 
 OURS = [name for name, record in KERNELS.items() if not record.builtin]
+# The adapter is shared: the default run checks it through the generic kernel and one
+# TrajectoryKernel; every other kernel in the slow run.
+ADAPTER_DEFAULT = ("trajectory-mh", "suffix-mh")
+ADAPTER_CASES = [
+    pytest.param(name, marks=[] if name in ADAPTER_DEFAULT else [pytest.mark.slow], id=name)
+    for name in OURS
+]
 STRUCTURE_KERNELS = [name for name in OURS if name != "trajectory-mh"]
 
 
@@ -64,7 +71,7 @@ def test_init_state_return_is_the_rollout_sum():
 ENV, HORIZON, BETA = random_grid(1), 3, 0.5
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", ADAPTER_CASES)
 def test_init_params_batched_over_chains(name):
     """NumPyro batches init_params along the chains: vectorized chains take them (this
     crashed) and give the draws the sequential chains give from the same starts."""
@@ -80,7 +87,7 @@ def test_init_params_batched_over_chains(name):
     np.testing.assert_array_equal(draws[0], draws[1])
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", ADAPTER_CASES)
 def test_init_params_are_used(name):
     """With beta so large that leaving the best path is never accepted, chains stay put."""
     env = pgm_rl.GridWorld([[0.0, 1.0]], (0, 0))
@@ -95,7 +102,7 @@ def test_init_params_are_used(name):
     assert np.all(states[:, 1:] == 1)
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", ADAPTER_CASES)
 def test_finished_mcmc_pickles_and_runs_again(name):
     record = KERNELS[name]
     mcmc = run_mcmc(record.make(pgm_rl.trajectory_model), ENV, HORIZON, BETA, warmup=5, draws=10,

@@ -73,10 +73,15 @@ STOCHASTIC_ENV, STOCHASTIC_HORIZON, STOCHASTIC_BETA = (
 )
 
 
+# Default run: the kernels with their own stochastic conditionals; the rest in the slow run
+# (each kernel's stochastic step is also checked by tests/kernels/test_stochastic_kernels.py).
+STOCHASTIC_DEFAULT = ("action-gibbs", "suffix-mh")
+
+
 def stochastic_params():
     for name, record in KERNELS.items():
         if record.targets_posterior:
-            slow = record.builtin or name == "replica-exchange"
+            slow = name not in STOCHASTIC_DEFAULT
             yield pytest.param(name, marks=[pytest.mark.slow] if slow else [], id=name)
 
 
