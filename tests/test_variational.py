@@ -206,6 +206,7 @@ def test_tracegraph_elbo_gradient_is_unbiased():
         np.testing.assert_allclose(grad[0, env.start_state], exact[0, env.start_state], atol=0.03)
 
 
+@pytest.mark.slow
 def test_svi_runs_with_the_guide_on_a_stochastic_mdp():
     env, horizon = slippery_grid(), 3
     guide = policy_guide(env, horizon)

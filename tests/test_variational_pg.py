@@ -24,7 +24,9 @@ def poor_proposal(env, horizon, seed=0):
 SLIPPERY = pgm_rl.GridWorld(np.random.default_rng(3).uniform(-2, 2, (3, 3)), (0, 0), slip=0.2)
 
 
-@pytest.mark.parametrize("env", [random_grid(1), SLIPPERY], ids=["det", "slippery"])
+@pytest.mark.parametrize(
+    "env", [random_grid(1), pytest.param(SLIPPERY, marks=pytest.mark.slow)], ids=["det", "slippery"]
+)
 def test_guided_particle_gibbs_with_a_poor_proposal_matches_exact(env):
     horizon, beta = 5, 0.5
     kernel = ParticleGibbs(

@@ -68,6 +68,7 @@ def test_notebook_setting_log_z_with_a_guided_proposal(beta):
     assert exact - float(bootstrap.log_z) > 100 * beta
 
 
+@pytest.mark.slow
 def test_a_fitted_policy_is_a_proposal():
     from pgm_rl.variational import fit_policy
 
