@@ -539,6 +539,7 @@ def fit_policy(
     natural_gradient=True,
     num_particles=64,
     estimator="rloo",
+    progress_bar=False,
 ):
     """Fit a variational policy to the trajectory posterior (maximise its ELBO).
 
@@ -567,6 +568,7 @@ def fit_policy(
     estimator : {"rloo", "tracegraph"} (``"score"`` only)
         ``"rloo"``: :class:`PolicyGradientELBO` (reward to go and a leave-one-out baseline);
         ``"tracegraph"``: NumPyro's ``TraceGraph_ELBO`` (unbiased, far noisier here).
+    progress_bar : bool, default False (``"score"`` only): NumPyro's SVI progress bar
 
     Returns
     -------
@@ -598,7 +600,7 @@ def fit_policy(
         if estimator not in ("rloo", "tracegraph"):
             raise ValueError(f"estimator must be 'rloo' or 'tracegraph', got {estimator!r}")
         trace, params, state = _fit_score(
-            guide, beta, num_steps, optimizer, key, num_particles, estimator
+            guide, beta, num_steps, optimizer, key, num_particles, estimator, bool(progress_bar)
         )
     _check_trace(trace, objective)
     if not np.isfinite(np.asarray(params)).all():
@@ -681,7 +683,7 @@ def exact_runner(guide, beta, num_steps, optimizer=None, natural_gradient=True):
     return run, params, optimizer.init(params)
 
 
-def _fit_score(guide, beta, num_steps, optimizer, key, num_particles, estimator):
+def _fit_score(guide, beta, num_steps, optimizer, key, num_particles, estimator, progress_bar):
     from numpyro.infer import SVI, TraceGraph_ELBO
 
     from pgm_rl.model import trajectory_model
@@ -700,7 +702,7 @@ def _fit_score(guide, beta, num_steps, optimizer, key, num_particles, estimator)
     else:
         elbo = PolicyGradientELBO(num_particles=num_particles)
     svi = SVI(trajectory_model, guide, optimizer, elbo)
-    result = svi.run(key, num_steps, guide.env, guide.horizon, beta, progress_bar=False)
+    result = svi.run(key, num_steps, guide.env, guide.horizon, beta, progress_bar=progress_bar)
     return -result.losses, result.params[PARAM_NAME], result.state
 
 

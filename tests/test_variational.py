@@ -280,3 +280,12 @@ def test_fit_policy_to_samples_bad_input(samples, kwargs, error, words):
 
     with pytest.raises(error, match=words):
         fit_policy_to_samples(random_grid(0), samples, **kwargs)
+
+
+@pytest.mark.slow
+def test_score_fit_on_slippery_frozen_lake_approaches_soft_bellman():
+    pytest.importorskip("gymnasium")
+    env = pgm_rl.envs.from_gymnasium("FrozenLake-v1", is_slippery=True)
+    best = pgm_rl.soft_bellman(env, 10, 5.0).elbo
+    fit = fit_policy(env, 10, 5.0, objective="score", num_steps=500, key=jax.random.key(0))
+    assert best - 0.1 <= fit.elbo <= best + 1e-9
