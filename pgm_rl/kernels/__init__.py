@@ -10,6 +10,7 @@ import importlib
 _EXPORTS = {
     "KERNELS": "pgm_rl.kernels.registry",
     "ActionGibbs": "pgm_rl.kernels.action_gibbs",
+    "GuidedParticleGibbs": "pgm_rl.kernels.particle_gibbs",
     "KernelRecord": "pgm_rl.kernels.registry",
     "MHInfo": "pgm_rl.kernels.base",
     "ParticleGibbs": "pgm_rl.kernels.particle_gibbs",
