@@ -1,6 +1,6 @@
 """The ``pgm-rl`` command: exact answers, sampling, kernel comparisons, reports, SMC and IRL.
 
-``pgm-rl exact|sample|compare|report|smc|irl``, each with ``--help``; ``pgm-rl --version``.
+``pgm-rl exact|sample|compare|report|smc|irl|fit``, each with ``--help``; ``pgm-rl --version``.
 This module parses and prints only: the work is done by :mod:`pgm_rl.compare`,
 :mod:`pgm_rl.diagnostics`, :mod:`pgm_rl.plots`, :mod:`pgm_rl.smc` and :mod:`pgm_rl.exact`, which
 (with JAX, NumPyro and ArviZ) are imported inside the command functions, so ``pgm-rl --help``
@@ -38,6 +38,11 @@ EXIT_INTERRUPTED = 130
 ENV_OCCUPANCY_FILE = "occupancy_env.png"
 # The picture of ``irl --plots DIR``.
 REWARD_POSTERIOR_FILE = "reward_posterior.png"
+# The pictures of ``fit --plots DIR`` (the policy picture only on a grid map).
+ELBO_TRACE_FILE = "elbo_trace.png"
+POLICY_FILE = "policy.png"
+# The kernels that take ``--proposal`` (a saved policy proposing the free particles).
+PROPOSAL_KERNELS = ("particle-gibbs", "guided-particle-gibbs")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -317,6 +322,7 @@ def build_parser():
     _problem_arguments(sample)
     _run_arguments(sample)
     sample.add_argument("--out", metavar="FILE.nc", help="save the run (netCDF) to FILE.nc")
+    sample.add_argument("--proposal", metavar="POLICY.nc", help=_PROPOSAL_HELP)
     sample.add_argument(
         "--no-progress",
         dest="progress",
@@ -365,8 +371,62 @@ def build_parser():
     )
     smc.add_argument("--runs", type=_positive_int, default=5, help="independent runs (default 5)")
     smc.add_argument("--seed", type=_seed, default=0, help="PRNG seed in [0, 2**32) (default 0)")
+    smc.add_argument("--proposal", metavar="POLICY.nc", help=_PROPOSAL_HELP)
     _irl_parser(commands)
+    _fit_parser(commands)
     return parser
+
+
+_PROPOSAL_HELP = (
+    "propose actions from a policy saved by 'pgm-rl fit --out' (same environment and horizon; "
+    "the estimates stay exact, importance-weighted); sample: only with --kernel "
+    + " or ".join(PROPOSAL_KERNELS)
+)
+
+
+def _fit_parser(commands):
+    fit = commands.add_parser(
+        "fit",
+        help="fit a variational policy (maximise the ELBO) and save it",
+        description="Fit a policy q_t(a | s) to the trajectory posterior by maximising its "
+        "ELBO (pgm_rl.variational.fit_policy): 'exact' (the analytic ELBO, natural-gradient "
+        "steps = soft policy iteration) or 'score' (NumPyro SVI, score-function gradients). "
+        "Prints the ELBO trace, the final ELBO, log Z and KL(q || posterior) where exact "
+        "inference applies, ELBO* (the soft-Bellman optimum) on stochastic MDPs; saves the "
+        "policy as netCDF for 'pgm-rl smc --proposal' and 'pgm-rl sample --kernel "
+        "particle-gibbs --proposal'.",
+    )
+    _problem_arguments(fit)
+    fit.add_argument(
+        "--objective",
+        choices=("exact", "score"),
+        default="exact",
+        help="'exact' (default): analytic ELBO, natural gradient; 'score': NumPyro SVI",
+    )
+    fit.add_argument(
+        "--parametrization",
+        choices=("time-indexed", "stationary"),
+        default="time-indexed",
+        help="logits per (t, s, a) (default) or per (s, a)",
+    )
+    fit.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="optimisation steps >= 1 (default 100 for 'exact', 1000 for 'score')",
+    )
+    fit.add_argument("--seed", type=_seed, default=0, help="PRNG seed in [0, 2**32) (default 0)")
+    fit.add_argument("--out", metavar="POLICY.nc", help="save the policy (netCDF) to POLICY.nc")
+    fit.add_argument(
+        "--plots",
+        metavar="DIR",
+        help=f"write {ELBO_TRACE_FILE} and (on a grid map) {POLICY_FILE} into DIR",
+    )
+    fit.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    fit.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar (stderr)"
+    )
 
 
 def _irl_parser(commands):
@@ -899,6 +959,11 @@ def _numbers(values, spec):
 
 
 def _cmd_sample(args):
+    if args.proposal is not None and args.kernel not in PROPOSAL_KERNELS:
+        raise ValueError(
+            f"--proposal is for the kernels that take a proposal ({', '.join(PROPOSAL_KERNELS)}); "
+            f"--kernel {args.kernel} takes none"
+        )
     env = _env(args)
     with _Outputs(args) as outputs:
         return _sample(args, env, outputs)
@@ -910,20 +975,29 @@ def _sample(args, env, outputs):
     from pgm_rl.diagnostics import compare_to_exact, problems, to_datatree
     from pgm_rl.exact import solve
 
+    proposal = None
+    if args.proposal is not None:
+        proposal, about = _load_proposal(args.proposal, env, args.horizon)
     exact = solve(env, args.horizon, args.beta)
     _check_diagnostics_take(env, exact)
     print(f"{args.kernel}: {_problem_line(env, args)}", flush=True)
-    mcmc, seconds = run_kernel(
-        args.kernel,
-        env,
-        args.horizon,
-        args.beta,
-        **_budget(args),
-        progress_bar=args.progress,
-        log=lambda line: print(line, flush=True),
-    )
+    if proposal is None:
+        mcmc, seconds = run_kernel(
+            args.kernel,
+            env,
+            args.horizon,
+            args.beta,
+            **_budget(args),
+            progress_bar=args.progress,
+            log=lambda line: print(line, flush=True),
+        )
+    else:
+        print(f"proposal: {about}", flush=True)
+        mcmc, seconds = _run_with_proposal(args, env, proposal)
     dt = to_datatree(mcmc, env, exact)
     dt.attrs.update(kernel=args.kernel, wall_seconds=seconds)
+    if args.proposal is not None:
+        dt.attrs["proposal"] = str(args.proposal)
     print(f"wall time {seconds:.2f} s (JIT compilation included)")
     _print_summary(dt)
     comparison = compare_to_exact(dt)
@@ -1065,15 +1139,20 @@ def _cmd_smc(args):
     from pgm_rl.exact import solve
     from pgm_rl.smc import SMCSaturationWarning, pool_log_z, run_smc
 
+    proposal = None
+    if args.proposal is not None:
+        proposal, about = _load_proposal(args.proposal, env, args.horizon)
     exact = solve(env, args.horizon, args.beta)
     print(f"smc: {_problem_line(env, args)}, {args.particles} particles, {args.runs} runs")
+    if proposal is not None:
+        print(f"proposal: {about}")
     print(f"exact log Z = {exact.log_z:.8g}")
     marginals = np.asarray(exact.state_marginals)  # (T + 1, S)
     estimates = []
     for run, key in enumerate(jax.random.split(jax.random.key(args.seed), args.runs)):
         with warnings.catch_warnings():  # said below in one line
             warnings.simplefilter("ignore", SMCSaturationWarning)
-            result = run_smc(key, env, args.horizon, args.beta, args.particles)
+            result = run_smc(key, env, args.horizon, args.beta, args.particles, proposal=proposal)
         log_z, se = float(result.log_z), float(result.log_z_se)
         weighted = weighted_state_marginals(result.states, result.log_weights, env.n_states)
         mean_tv = 0.5 * np.abs(weighted - marginals).sum(axis=1).mean()
@@ -1347,6 +1426,267 @@ def _print_irl_summary(dt, args, pd):
     return _print_problems(lines)
 
 
+# ----------------------------------------------------------------------------- fit
+
+
+def _env_text(env, args):
+    """The problem line without T and beta: which environment a saved policy was fit on."""
+    line = _problem_line(env, args)
+    return line[: line.rfind(", T=")]
+
+
+def _env_fingerprint(env):
+    """sha256 of the MDP's dynamics, rewards and start distribution (hex)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in (env.outcome_states, env.outcome_probs, env.outcome_rewards, env.start_probs):
+        array = np.ascontiguousarray(np.asarray(array))
+        array = array.astype(np.int64 if array.dtype.kind in "iu" else np.float64)
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _load_proposal(path, env, horizon):
+    """A policy saved by ``fit --out``, checked against ``env`` and ``horizon``:
+    ``(object with .log_policy (T, S, A), one line describing it)``; else a one-line error."""
+    import types
+
+    import numpy as np
+
+    from pgm_rl import io
+    from pgm_rl.smc import check_proposal
+
+    what = f"--proposal {path!r}"
+    dt = io.load(path)
+    data = dt.to_dataset()
+    if "log_policy" not in data:
+        raise ValueError(
+            f"{what} holds no policy (no log_policy variable); write one with 'pgm-rl fit --out'"
+        )
+    log_policy = np.asarray(data["log_policy"].values, np.float64)
+    fitted_on = dt.attrs.get("env", "another environment")
+    expected = (horizon, env.n_states, env.n_actions)
+    if log_policy.ndim != 3 or log_policy.shape[1:] != expected[1:]:
+        raise ValueError(
+            f"{what} has shape {log_policy.shape}, not (T, S, A) = (T, {env.n_states}, "
+            f"{env.n_actions}): it was fit on {fitted_on}, not on this environment"
+        )
+    if dt.attrs.get("env_fingerprint") != _env_fingerprint(env):
+        raise ValueError(
+            f"{what} was fit on {fitted_on}, not on this environment (its dynamics, rewards or "
+            "start differ)"
+        )
+    if log_policy.shape[0] != horizon:
+        raise ValueError(
+            f"{what} was fit for horizon T={log_policy.shape[0]}, not --horizon {horizon}"
+        )
+    proposal = types.SimpleNamespace(log_policy=log_policy)
+    try:
+        check_proposal(proposal, env, horizon)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what}: {_one_line(error)}") from None
+    attrs = dt.attrs
+    about = (
+        f"{path} ({attrs.get('objective', '?')} fit, {attrs.get('parametrization', '?')}, "
+        f"beta={float(attrs.get('beta', float('nan'))):g}, ELBO "
+        f"{float(attrs.get('elbo', float('nan'))):.6g})"
+    )
+    return proposal, about
+
+
+def _run_with_proposal(args, env, proposal):
+    """``run_kernel`` for a proposal kernel given ``proposal``: (mcmc, seconds)."""
+    import time
+
+    import jax
+    from numpyro.infer import MCMC
+
+    from pgm_rl.kernels.particle_gibbs import GuidedParticleGibbs, ParticleGibbs
+    from pgm_rl.kernels.registry import KERNELS
+    from pgm_rl.model import trajectory_model
+
+    record = KERNELS[args.kernel]
+    kind = GuidedParticleGibbs if args.kernel == "guided-particle-gibbs" else ParticleGibbs
+    mcmc = MCMC(
+        kind(trajectory_model, proposal=proposal),
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        num_chains=args.chains,
+        chain_method=record.chain_method,
+        progress_bar=args.progress,
+    )
+    start = time.perf_counter()
+    mcmc.run(
+        jax.random.key(args.seed), env, args.horizon, args.beta, extra_fields=record.extra_fields
+    )
+    jax.block_until_ready(mcmc.get_samples())
+    return mcmc, time.perf_counter() - start
+
+
+def _on_grid_map(env):
+    import numpy as np
+
+    shape = getattr(env, "shape", None)
+    return shape is not None and int(np.prod(shape)) == env.n_states
+
+
+def _cmd_fit(args):
+    env = _env(args)
+    pictures = []
+    if args.plots is not None:
+        pictures = [ELBO_TRACE_FILE, *([POLICY_FILE] if _on_grid_map(env) else [])]
+    with _Outputs(args, pictures) as outputs:
+        return _fit(args, env, outputs)
+
+
+def _fit_exact_with_progress(env, args, steps):
+    """``fit_policy(objective="exact")`` in up to 20 jitted chunks, with a tqdm bar on stderr."""
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    from pgm_rl import variational
+
+    guide = variational.policy_guide(env, args.horizon, args.parametrization)
+    chunk = -(-steps // 20)
+    sizes = [chunk] * (steps // chunk) + ([steps % chunk] if steps % chunk else [])
+    runners = {}
+    params = state = None
+    traces = []
+    with tqdm(total=steps, desc="fit (exact ELBO)", disable=not args.progress) as bar:
+        for size in sizes:
+            if size not in runners:
+                runners[size] = variational.exact_runner(guide, args.beta, size)
+            run, init_params, init_state = runners[size]
+            if params is None:
+                params, state = init_params, init_state
+            (params, state), trace = run(params, state)
+            traces.append(trace)
+            bar.update(size)
+            bar.set_postfix(elbo=f"{float(trace[-1]):.6g}")
+    trace = jnp.concatenate(traces)
+    variational._check_trace(trace, "exact")
+    return variational._finish(guide, params, trace, state, "exact", float(args.beta))
+
+
+def _fit(args, env, outputs):
+    _setup_jax()
+    import time
+
+    import jax
+    import numpy as np
+    import xarray as xr
+
+    from pgm_rl.exact import soft_bellman
+    from pgm_rl.variational import fit_policy
+
+    steps = args.steps if args.steps is not None else (100 if args.objective == "exact" else 1000)
+    print(
+        f"fit: {_problem_line(env, args)}; objective {args.objective}, {args.parametrization} "
+        f"policy, {steps} steps",
+        flush=True,
+    )
+    start = time.perf_counter()
+    if args.objective == "exact":
+        fitted = _fit_exact_with_progress(env, args, steps)
+    else:
+        fitted = fit_policy(
+            env,
+            args.horizon,
+            args.beta,
+            parametrization=args.parametrization,
+            objective="score",
+            num_steps=steps,
+            key=jax.random.key(args.seed),
+            progress_bar=args.progress,
+        )
+    seconds = time.perf_counter() - start
+    trace = np.asarray(fitted.elbo_trace, np.float64)
+    label = "ELBO" if args.objective == "exact" else "ELBO estimate (one SVI step's)"
+    print(f"{label} trace ({steps} steps, {seconds:.2f} s with JIT compilation):")
+    for index in sorted(set(np.linspace(0, steps - 1, min(steps, 10)).round().astype(int))):
+        print(f"  step {index + 1:>{len(str(steps))}}  {trace[index]:.10g}")
+    print(f"final ELBO (exact evaluation of the policy) = {fitted.elbo:.10g}")
+    log_z = None
+    if fitted.kl_to_posterior is not None:
+        log_z = fitted.elbo + fitted.kl_to_posterior
+        print(
+            f"log Z = {log_z:.10g}; KL(q || exact posterior) = log Z - ELBO = "
+            f"{fitted.kl_to_posterior:.4g}"
+        )
+    elbo_star = None
+    if not env.is_deterministic:
+        elbo_star = float(soft_bellman(env, args.horizon, args.beta).elbo)
+        print(
+            f"ELBO* (soft-Bellman, the best policy) = {elbo_star:.10g}; ELBO* - ELBO = "
+            f"{elbo_star - fitted.elbo:.4g} (stochastic MDP: no policy reaches log Z)"
+        )
+    horizon, n_states, n_actions = np.shape(fitted.log_policy)
+    attrs = {
+        "kind": "pgm_rl variational policy (pgm_rl.variational.fit_policy)",
+        "horizon": int(horizon),
+        "beta": float(args.beta),
+        "objective": args.objective,
+        "parametrization": args.parametrization,
+        "steps": int(steps),
+        "seed": int(args.seed),
+        "elbo": float(fitted.elbo),
+        "env": _env_text(env, args),
+        "env_fingerprint": _env_fingerprint(env),
+        "n_states": int(n_states),
+        "n_actions": int(n_actions),
+    }
+    if log_z is not None:
+        attrs.update(log_z=float(log_z), kl_to_posterior=float(fitted.kl_to_posterior))
+    if elbo_star is not None:
+        attrs["elbo_star"] = elbo_star
+    data = xr.Dataset(
+        {
+            "log_policy": (("time", "state", "action"), np.asarray(fitted.log_policy, np.float64)),
+            "elbo_trace": (("step",), trace),
+        },
+        coords={
+            "time": np.arange(horizon),
+            "state": np.arange(n_states),
+            "action": list(getattr(env, "action_names", None) or _grid_action_names(n_actions)),
+            "step": np.arange(1, steps + 1),
+        },
+        attrs=attrs,
+    )
+    dt = xr.DataTree(dataset=data)
+    drawn = []
+    if args.plots is not None:
+        import matplotlib.pyplot as plt
+
+        from pgm_rl import plots
+
+        with outputs.drawing() as folder:
+            plots.plot_elbo_trace(
+                trace, log_z=log_z, elbo_star=elbo_star, save=os.path.join(folder, ELBO_TRACE_FILE)
+            )
+            plt.close("all")
+            drawn.append(ELBO_TRACE_FILE)
+            if _on_grid_map(env):
+                plots.plot_policy(
+                    env, fitted.log_policy, time=0, save=os.path.join(folder, POLICY_FILE)
+                )
+                plt.close("all")
+                drawn.append(POLICY_FILE)
+    outputs.commit(dt, drawn)
+    return 0
+
+
+def _grid_action_names(n_actions):
+    from pgm_rl.envs import ACTION_NAMES
+
+    if n_actions == len(ACTION_NAMES):
+        return ACTION_NAMES
+    return tuple(f"action {a}" for a in range(n_actions))
+
+
 COMMANDS = {
     "exact": _cmd_exact,
     "sample": _cmd_sample,
@@ -1354,6 +1694,7 @@ COMMANDS = {
     "report": _cmd_report,
     "smc": _cmd_smc,
     "irl": _cmd_irl,
+    "fit": _cmd_fit,
 }
 
 

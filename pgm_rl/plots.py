@@ -21,8 +21,10 @@ from pgm_rl.exact import ExactPosterior, PolicyEvaluation, evaluate_policy
 __all__ = [
     "PLOT_FILES",
     "episode_visits",
+    "plot_elbo_trace",
     "plot_env_occupancy",
     "plot_occupancy",
+    "plot_policy",
     "plot_rank",
     "plot_reward_posterior",
     "plot_trace",
@@ -763,3 +765,191 @@ def _check_save_path(path):
     if os.path.splitext(path)[1].lower() not in SAVE_FORMATS:
         raise ValueError(f"save must be a .png or .svg file name, got {path!r}")
     return path
+
+
+# ----------------------------------------------------------------------------- variational policies
+
+# (row, col) moves of the action names the grids use; "stay" is drawn as a ring.
+_MOVES = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1), "stay": (0, 0)}
+
+
+def plot_elbo_trace(elbo_trace, log_z=None, elbo_star=None, save=None):
+    """The ELBO per optimisation step, with log Z and ELBO* as horizontal lines.
+
+    Left: the ELBO on a symlog axis (the notebook's ELBOs span hundreds of nats). Right, when
+    log Z or ELBO* is given: the gap to it (``reference - ELBO``, the KL to the posterior for
+    log Z) on a symlog axis reaching down to 1e-12, so that convergence to machine precision
+    reads well.
+
+    Parameters
+    ----------
+    elbo_trace : array, shape (num_steps,)
+        ``FittedPolicy.elbo_trace``.
+    log_z, elbo_star : float, optional
+    save : str, optional
+        A .png or .svg path.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    trace = np.asarray(elbo_trace, np.float64)
+    if trace.ndim != 1 or trace.size == 0:
+        raise ValueError(f"elbo_trace must be a non-empty 1-D array, got shape {trace.shape}")
+    references = {
+        name: float(value)
+        for name, value in (("log Z", log_z), ("ELBO*", elbo_star))
+        if value is not None
+    }
+    for name, value in references.items():
+        if not np.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    steps = np.arange(1, trace.size + 1)
+    ncols = 2 if references else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.0 * ncols, 3.6), layout="constrained")
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    ax.plot(steps, trace, color="C0", lw=1.2, label="ELBO")
+    styles = {"log Z": ("C3", "--"), "ELBO*": ("C2", ":")}
+    for name, value in references.items():
+        color, style = styles[name]
+        ax.axhline(value, color=color, ls=style, lw=1.2, label=f"{name} = {value:.6g}")
+    scale = max(1.0, float(np.nanmin(np.abs(np.r_[trace[np.isfinite(trace)], 1.0]))) / 10)
+    ax.set_yscale("symlog", linthresh=scale)
+    shown = np.r_[trace[np.isfinite(trace)], list(references.values())]
+    low, high = float(shown.min()), float(shown.max())
+    ax.set_ylim(_symlog_pad(low, scale, -1), _symlog_pad(high, scale, +1))
+    ax.set_xlabel("step")
+    ax.set_ylabel("ELBO (symlog)")
+    ax.set_title("ELBO per step", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    if references:
+        ax = axes[1]
+        for name, value in references.items():
+            color, style = styles[name]
+            ax.plot(steps, value - trace, color=color, lw=1.2, label=f"{name} - ELBO")
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.set_yscale("symlog", linthresh=1e-12)
+        gaps = np.concatenate([value - trace for value in references.values()])
+        gaps = gaps[np.isfinite(gaps)]
+        top = max(float(gaps.max()), 1e-12) * 10
+        bottom = min(float(gaps.min()), 0.0) * 10
+        ax.set_ylim(bottom, top)
+        ax.set_xlabel("step")
+        ax.set_ylabel("gap (nats, symlog)")
+        ax.set_title("gap to the bound (log Z - ELBO = KL(q || posterior))", fontsize=10)
+        ax.legend(fontsize=8)
+    if trace.size > 1:
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_xlim(1, trace.size)
+        axes[0].set_xlabel("step (log scale)")
+        if references:
+            axes[1].set_xlabel("step (log scale)")
+    return _finish(fig, save)
+
+
+def _symlog_pad(value, linthresh, direction):
+    """``value`` moved outwards (``direction`` +1 up, -1 down) by a margin that reads on a symlog
+    axis: a factor 2 beyond the linear part, ``linthresh`` within it."""
+    if direction * value > linthresh:
+        return value * 2
+    return value + direction * linthresh
+
+
+def plot_policy(env, log_policy, time=0, save=None):
+    """A policy on the grid at one time step: arrows by action probability.
+
+    Each cell gets one arrow per move, its length and width growing with q_t(a | s); 'stay' is
+    a ring whose size grows with its probability. Moves below probability 0.02 are not drawn.
+    The cells are coloured by the grid's reward (a GridWorld) or by the map's letters.
+
+    Parameters
+    ----------
+    env : GridWorld or a Gymnasium grid map (FrozenLake-v1, CliffWalking-v1)
+        An MDP whose states are the cells of a grid (``shape``).
+    log_policy : array, shape (T, S, A)
+        log q_t(a | s), e.g. ``FittedPolicy.log_policy``.
+    time : int, default 0
+        The step t to draw, 0 <= t < T.
+    save : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    shape = getattr(env, "shape", None)
+    if shape is None or int(np.prod(shape)) != env.n_states:
+        raise ValueError(
+            "env must be an MDP whose states are the cells of a grid (shape (H, W)), e.g. a "
+            f"GridWorld or FrozenLake-v1; got {type(env).__name__}"
+        )
+    log_policy = np.asarray(log_policy, np.float64)
+    if log_policy.ndim != 3 or log_policy.shape[1:] != (env.n_states, env.n_actions):
+        raise ValueError(
+            f"log_policy must have shape (T, S, A) = (T, {env.n_states}, {env.n_actions}), got "
+            f"{log_policy.shape}"
+        )
+    if isinstance(time, bool) or not isinstance(time, (int, np.integer)):
+        raise TypeError(f"time must be an int, got {time!r}")
+    if not 0 <= time < log_policy.shape[0]:
+        raise ValueError(f"time must be in [0, {log_policy.shape[0]}), got {time}")
+    names = getattr(env, "action_names", None)
+    if names is None:
+        from pgm_rl.envs import ACTION_NAMES
+
+        names = ACTION_NAMES
+    if len(names) != env.n_actions or any(name not in _MOVES for name in names):
+        raise ValueError(f"plot_policy draws grid moves {tuple(_MOVES)}; the actions are {names}")
+    probs = np.exp(log_policy[time])
+    height, width = shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * width, 0.6 + 0.9 * height), layout="constrained")
+    rewards = getattr(env, "rewards", None)
+    if rewards is not None:
+        grid = np.asarray(rewards, np.float64).reshape(height, width)
+        limit = max(float(np.abs(grid).max()), 1e-12)
+        image = ax.imshow(grid, cmap=_REWARD_CMAP, vmin=-limit, vmax=limit, alpha=0.55)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="reward")
+    else:
+        ax.imshow(np.zeros(shape), cmap="Greys", vmin=0, vmax=1)
+    desc = getattr(env, "desc", None)
+    for row, line in enumerate(desc or ()):
+        for col, letter in enumerate(line):
+            ax.text(col - 0.42, row - 0.3, letter, fontsize=7, color="0.35")
+    for state in range(env.n_states):
+        row, col = divmod(state, width)
+        for action, name in enumerate(names):
+            p = float(probs[state, action])
+            if p < 0.02:
+                continue
+            d_row, d_col = _MOVES[name]
+            if name == "stay":
+                ax.add_patch(
+                    patches.Circle(
+                        (col, row),
+                        0.08 + 0.22 * np.sqrt(p),
+                        fill=False,
+                        lw=0.6 + 1.6 * p,
+                        color="k",
+                    )
+                )
+                continue
+            length = 0.45 * p
+            ax.arrow(
+                col,
+                row,
+                d_col * length,
+                d_row * length,
+                width=0.015 + 0.05 * p,
+                head_width=0.06 + 0.12 * p,
+                head_length=min(0.05 + 0.1 * p, length),
+                length_includes_head=True,
+                color="k",
+                alpha=0.35 + 0.65 * p,
+                lw=0,
+            )
+    _cell_axes(ax, shape)
+    ax.set_title(
+        f"policy q_t(a | s) at t = {time} (arrows by probability; ring: stay)", fontsize=10
+    )
+    return _finish(fig, save)
