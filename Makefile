@@ -28,6 +28,8 @@ demo: venv
 	$(PY) examples/quickstart.py
 	$(VENV)/bin/pgm-rl exact --grid notebook --horizon 100 --beta 100
 	$(PY) examples/demo.py --out report
+	$(VENV)/bin/pgm-rl fit --grid notebook --horizon 100 --beta 1 --steps 200 --no-progress --out report/notebook_policy.nc --plots report/fit --overwrite
+	$(VENV)/bin/pgm-rl smc --grid notebook --horizon 100 --beta 1 --proposal report/notebook_policy.nc --runs 3
 	$(VENV)/bin/pgm-rl exact --env FrozenLake-v1 --env-kwargs is_slippery=true --horizon 20 --beta 5
 	$(PY) examples/frozen_lake.py --out report
 	$(PY) examples/irl_recovery.py --out report

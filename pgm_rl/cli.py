@@ -1156,9 +1156,9 @@ def _cmd_smc(args):
         log_z, se = float(result.log_z), float(result.log_z_se)
         weighted = weighted_state_marginals(result.states, result.log_weights, env.n_states)
         mean_tv = 0.5 * np.abs(weighted - marginals).sum(axis=1).mean()
-        z = (log_z - exact.log_z) / se if se > 0 else float("nan")
+        z = f"z = {(log_z - exact.log_z) / se:+.2f}" if se > 0 else "z n/a: SE 0"
         print(
-            f"run {run}: log Z = {log_z:.8g} ± {se:.3g}  (z = {z:+.2f}), ESS {float(result.ess):.1f}, "
+            f"run {run}: log Z = {log_z:.8g} ± {se:.3g}  ({z}), ESS {float(result.ess):.1f}, "
             f"mean TV of weighted marginals {mean_tv:.4f}",
             flush=True,
         )
