@@ -25,6 +25,7 @@ __all__ = [
     "plot_env_occupancy",
     "plot_occupancy",
     "plot_policy",
+    "plot_policy_occupancy",
     "plot_rank",
     "plot_reward_posterior",
     "plot_trace",
@@ -952,4 +953,84 @@ def plot_policy(env, log_policy, time=0, save=None):
     ax.set_title(
         f"policy q_t(a | s) at t = {time} (arrows by probability; ring: stay)", fontsize=10
     )
+    return _finish(fig, save)
+
+
+def plot_policy_occupancy(env, exact, policies, save=None, title=None, exact_subtitle=None):
+    """Executed policies' occupancy beside the exact posterior's, on one colour scale.
+
+    One panel for the exact posterior, then one per policy: expected visits per cell in steps
+    0..T (:func:`episode_visits`), coloured on one (square-root) scale and written in each cell.
+
+    Parameters
+    ----------
+    env : GridWorld or a Gymnasium grid map
+        An MDP whose states are the cells of a grid (``shape``).
+    exact : ExactPosterior
+        ``pgm_rl.solve(env, T, beta)``.
+    policies : sequence of (label, PolicyEvaluation, subtitle)
+        E.g. ``("reverse KL", evaluate_policy(env, fitted.policy, beta), "KL(q||p) = 0.03")``;
+        ``subtitle`` (may be ``""``) is written under the label.
+    save : str or os.PathLike, optional
+        ``.png`` or ``.svg`` file to write.
+    title : str, optional
+        The figure's title.
+    exact_subtitle : str, optional
+        Under the exact panel's label (default: its log Z).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    shape = getattr(env, "shape", None)
+    if shape is None or not hasattr(env, "n_states") or int(np.prod(shape)) != env.n_states:
+        raise ValueError(
+            "env must be an MDP whose states are the cells of a grid (shape (H, W)), e.g. a "
+            "GridWorld or FrozenLake-v1"
+        )
+    if not isinstance(exact, ExactPosterior):
+        raise TypeError(f"exact must be a pgm_rl.ExactPosterior, got {type(exact).__name__}")
+    if exact_subtitle is None:
+        exact_subtitle = f"log Z = {float(exact.log_z):.4g}"
+    panels = [("exact posterior", exact, str(exact_subtitle))]
+    for item in policies:
+        if not (isinstance(item, (tuple, list)) and len(item) == 3):
+            raise TypeError("policies must be a sequence of (label, PolicyEvaluation, subtitle)")
+        label, result, subtitle = item
+        if not isinstance(result, PolicyEvaluation):
+            raise TypeError(
+                f"policies[{label!r}] must hold a PolicyEvaluation (evaluate_policy), got "
+                f"{type(result).__name__}"
+            )
+        if result.mdp.n_states != env.n_states or result.horizon != exact.horizon:
+            raise ValueError(f"policies[{label!r}] was evaluated on another MDP or horizon")
+        panels.append((str(label), result, str(subtitle)))
+    height, width = shape
+    visits = [episode_visits(result).reshape(height, width) for _, result, _ in panels]
+    vmax = max(float(v.max()) for v in visits)
+    norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
+    cell = 0.8 if max(height, width) <= 7 else 0.55
+    figsize = (
+        len(panels) * (max(width * cell, 3.2) + 0.3) + 1.4,
+        max(height * cell, 3.0) + 1.9,
+    )
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=figsize, dpi=DPI, layout="constrained", squeeze=False
+    )
+    axes = axes.ravel()
+    fontsize = 8 if max(height, width) <= 7 else 6
+    desc = getattr(env, "desc", None)
+    for ax, (label, _, subtitle), grid in zip(axes, panels, visits, strict=True):
+        image = ax.imshow(grid, cmap=_VISIT_CMAP, norm=norm)
+        _draw_map(ax, desc, grid, norm, fontsize)
+        _cell_axes(ax, shape)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.set_title(
+            label, fontsize=10.5, fontweight="bold", pad=8 + 11 * (subtitle.count("\n") + 1)
+        )
+        ax.text(0.5, 1.01, subtitle, transform=ax.transAxes, ha="center", va="bottom", fontsize=8.5)
+    fig.colorbar(image, ax=axes, shrink=0.85, label="expected visits per cell (steps 0..T)")
+    if title is not None:
+        fig.suptitle(title)
     return _finish(fig, save)
