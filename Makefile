@@ -30,6 +30,7 @@ demo: venv
 	$(PY) examples/demo.py --out report
 	$(VENV)/bin/pgm-rl fit --grid notebook --horizon 100 --beta 1 --steps 200 --no-progress --out report/notebook_policy.nc --plots report/fit --overwrite
 	$(VENV)/bin/pgm-rl smc --grid notebook --horizon 100 --beta 1 --proposal report/notebook_policy.nc --runs 3
+	$(PY) examples/forward_vs_reverse.py --out report
 	# guided Particle Gibbs at the notebook's setting, then the bootstrap one (flagged by the CLI's warnings; exits 0)
 	$(VENV)/bin/pgm-rl sample --kernel guided-particle-gibbs --grid notebook --horizon 100 --beta 1 --chains 4 --warmup 100 --samples 300 --no-progress
 	$(VENV)/bin/pgm-rl sample --kernel particle-gibbs --grid notebook --horizon 100 --beta 1 --chains 4 --warmup 100 --samples 300 --no-progress
