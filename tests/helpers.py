@@ -88,3 +88,26 @@ def run_mcmc(kernel, env, horizon, beta, *, seed=0, warmup=500, draws=2000, chai
     )
     mcmc.run(jax.random.key(seed), env, horizon, beta, **run_kwargs)
     return mcmc
+
+
+def run_cli(capsys, *argv):
+    """``(exit code, stdout, stderr)`` of ``pgm-rl argv`` run in this process."""
+    from pgm_rl import cli
+
+    try:
+        code = cli.main([str(arg) for arg in argv])
+    except SystemExit as exit_:  # argparse: --help, --version, usage errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(result, *words):
+    """The CLI's answer to bad input: exit 2, one line on stderr naming ``words``."""
+    code, _, err = result
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], lines[0]

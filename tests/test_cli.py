@@ -14,6 +14,8 @@ import textwrap
 import time
 
 import pytest
+from helpers import assert_one_line_error
+from helpers import run_cli as run
 
 from pgm_rl import cli
 from pgm_rl.kernels.registry import KERNELS
@@ -22,26 +24,6 @@ from pgm_rl.plots import PLOT_FILES
 COMMANDS = ("exact", "sample", "compare", "report", "smc")
 TINY = ["--horizon", "3", "--beta", "0.5"]
 RUN = ["--chains", "2", "--warmup", "20", "--samples", "40"]
-
-
-def run(capsys, *argv):
-    """``(exit code, stdout, stderr)`` of ``pgm-rl argv`` run in this process."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit_:  # argparse: --help, --version, usage errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(result, *words):
-    code, _, err = result
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0]
 
 
 @pytest.fixture

@@ -9,29 +9,13 @@ import os
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import assert_one_line_error
+from helpers import run_cli as run
 
 from pgm_rl import cli, io
 
 TINY = ["--horizon", "3", "--beta", "0.5"]
 QUIET = ["--no-progress"]
-
-
-def run(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(result, *words):
-    code, _, err = result
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,29 +6,13 @@ one line with exit code 2 before any sampling.
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
+from helpers import run_cli as run
 
 from pgm_rl import cli
 
 GRID = "0,0,1\n0,-1,0\n0,0,2\n"
 RUN = ["--chains", "1", "--warmup", "50", "--samples", "50", "--no-progress"]
-
-
-def run(capsys, *argv):
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(result, *words):
-    code, _, err = result
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
