@@ -346,23 +346,10 @@ def _smc_stochastic(key, mdp, beta, ess_threshold, horizon, num_particles, log_p
         log_w = log_w + beta * rewards[:, 0] + log_ratio
         if values is not None:
             log_w = log_w + twist(values, t, states, path[:, 1])
-        step_log_z = logsumexp(log_w)
-        log_w = log_w - step_log_z
-        states = path[:, 1]
-        ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
-        resample = (ess < ess_threshold * num_particles) & (t < horizon - 1)
-        ancestors = jnp.where(
-            resample,
-            multinomial_resample(resample_key, log_w, num_particles),
-            jnp.arange(num_particles),
-        )
-        carry = (
-            states[ancestors],
-            jnp.where(resample, uniform, log_w),
-            log_z + step_log_z,
-            eve[ancestors],
-            num_resampling + resample,
-        )
+        carry, ancestors = _adaptive_resample(
+            resample_key, log_w, path[:, 1], log_z, eve, num_resampling, t < horizon - 1,
+            ess_threshold, uniform,
+        )  # fmt: skip
         return carry, (ancestors, path[:, 1], rewards[:, 0], actions[:, 0])
 
     start = (s0, uniform, jnp.zeros((), reward_dtype), jnp.arange(num_particles),
@@ -555,23 +542,10 @@ def _smc(
         entered = next_state[states, actions]
         if values is not None:
             log_w = log_w + twist(values, t, states, entered)
-        step_log_z = logsumexp(log_w)
-        log_w = log_w - step_log_z
-        states = entered
-        ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
-        resample = (ess < ess_threshold * num_particles) & (t < horizon - 1)
-        ancestors = jnp.where(
-            resample,
-            multinomial_resample(resample_key, log_w, num_particles),
-            jnp.arange(num_particles),
-        )
-        carry = (
-            states[ancestors],
-            jnp.where(resample, uniform, log_w),
-            log_z + step_log_z,
-            eve[ancestors],
-            num_resampling + resample,
-        )
+        carry, ancestors = _adaptive_resample(
+            resample_key, log_w, entered, log_z, eve, num_resampling, t < horizon - 1,
+            ess_threshold, uniform,
+        )  # fmt: skip
         return carry, (ancestors, actions)
 
     start = (
@@ -609,3 +583,32 @@ def _smc(
         num_ancestors,
         effective_ancestors,
     )
+
+
+def _adaptive_resample(key, log_w, states, log_z, eve, num_resampling, may_resample,
+                       ess_threshold, uniform):  # fmt: skip
+    """One SMC step's bookkeeping, shared by the deterministic and the stochastic forward pass.
+
+    Normalises the log weights ``log_w`` (N,), adds their log sum to ``log_z`` and, when
+    ``may_resample`` and the ESS falls below ``ess_threshold * N``, resamples multinomially
+    (weights reset to ``uniform``). Returns the new carry ``(states, log_w, log_z, eve,
+    num_resampling)`` and the ancestor indices (N,).
+    """
+    num_particles = log_w.shape[0]
+    step_log_z = logsumexp(log_w)
+    log_w = log_w - step_log_z
+    ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
+    resample = (ess < ess_threshold * num_particles) & may_resample
+    ancestors = jnp.where(
+        resample,
+        multinomial_resample(key, log_w, num_particles),
+        jnp.arange(num_particles),
+    )
+    carry = (
+        states[ancestors],
+        jnp.where(resample, uniform, log_w),
+        log_z + step_log_z,
+        eve[ancestors],
+        num_resampling + resample,
+    )
+    return carry, ancestors
