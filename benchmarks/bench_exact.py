@@ -70,13 +70,12 @@ def bench_case(pgm_rl, exact, env, horizon, beta, repeats, dtype):
     solve_s = median_time(lambda: outputs(pgm_rl.solve(env, horizon, beta)), repeats)
 
     next_state = jax.numpy.asarray(env.next_state)
-    reward = jax.numpy.asarray(env.reward, dtype)
     scaled = jax.numpy.asarray(beta * env.reward, dtype)
     zeros = jax.numpy.zeros_like(scaled)
     backward = partial(exact._backward, next_state, scaled, zeros, horizon)
     log_policy, _ = jax.block_until_ready(backward())
     backward_s = median_time(backward, repeats)
-    forward = partial(exact._forward, log_policy, next_state, reward, env.start_state)
+    forward = partial(exact._forward, log_policy, env)
     jax.block_until_ready(forward())
     forward_s = median_time(forward, repeats)
 

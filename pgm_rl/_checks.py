@@ -126,16 +126,85 @@ def itemsize():
 
 
 def memory_limit():
-    """The most memory, in bytes, one call may plan to allocate: half of the physical memory."""
+    """The most memory, in bytes, one call may plan to allocate.
+
+    Half of the smallest of: this machine's physical memory, the process's address-space limit
+    (``resource.RLIMIT_AS``, ``ulimit -v``) and the memory limit of its cgroups (v2
+    ``memory.max``, v1 ``memory.limit_in_bytes``, of its own cgroup and every parent).
+    """
+    return _memory_limit()[0]
+
+
+def _memory_limit():
+    """``(memory_limit(), what it is half of)``."""
     try:
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        available = 8 * 2**30
-    return available // 2
+        physical = 8 * 2**30
+    limits = [(physical, "this machine's memory")]
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            limits.append((soft, "the address-space limit set by ulimit -v"))
+    except (ImportError, OSError, ValueError):
+        pass
+    cgroup = _cgroup_memory_limit()
+    if cgroup is not None:
+        limits.append((cgroup, "the cgroup memory limit"))
+    total, what = min(limits, key=lambda limit: limit[0])
+    return total // 2, what
+
+
+# Where the cgroup limits are read (module constants: tests point them at their own files).
+_PROC_CGROUP = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _cgroup_memory_limit():
+    """The smallest memory limit, in bytes, of this process's cgroup and its parents; or None.
+
+    Reads ``/proc/self/cgroup``: the v2 line ``0::PATH`` gives ``<root>/PATH/memory.max``, a v1
+    line naming the ``memory`` controller gives ``<root>/memory/PATH/memory.limit_in_bytes``;
+    each parent up to the mount's root is read too (a container's own limit sits there). "max"
+    and unreadable files mean no limit.
+    """
+    try:
+        with open(_PROC_CGROUP) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    files = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            base, leaf = _CGROUP_ROOT, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, leaf = os.path.join(_CGROUP_ROOT, "memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        names = [name for name in path.split("/") if name]
+        files += [os.path.join(base, *names[:depth], leaf) for depth in range(len(names) + 1)]
+    values = []
+    for file in files:
+        try:
+            with open(file) as handle:
+                text = handle.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            values.append(int(text))
+    return min(values, default=None)
 
 
 def check_fits_in_memory(needed, name, value, what, advice):
     """Raise ``ValueError`` if ``needed`` bytes exceed :func:`memory_limit`.
+
+    The one-line message gives the estimate, the limit and what the limit is half of.
 
     Parameters
     ----------
@@ -152,10 +221,104 @@ def check_fits_in_memory(needed, name, value, what, advice):
     """
     limit = memory_limit()
     if needed > limit:
+        half, source = _memory_limit()
+        source = f"half of {source}" if half == limit else "the memory limit"
         raise ValueError(
             f"{name}={value} needs about {needed / 2**30:.3g} GiB for {what}; at most "
-            f"{limit / 2**30:.1f} GiB (half of this machine's memory) is allowed: {advice}"
+            f"{limit / 2**30:.3g} GiB ({source}) is allowed: {advice}"
         )
+
+
+def trajectory_draw_bytes(horizon, n_states=None):
+    """Bytes one stored trajectory draw takes, an estimate for the memory checks.
+
+    Its actions (T), states (T + 1), rewards (T) and return as 8-byte numbers; with
+    ``n_states`` S also its (T + 1, S) state-occupancy indicators as floats, which the
+    diagnostics (R-hat, ESS, the comparison to exact) build. (Measured: ``to_datatree`` of
+    4 x 10**6 draws, T = 10, grows the process by 228 bytes a draw, this gives 256; ``pgm-rl
+    sample`` at T = 5 on 36 states by 2190 bytes a draw, the CLI's estimate is 2136.)
+    """
+    stored = 8 * (3 * horizon + 2)
+    return stored if n_states is None else stored + 8 * (horizon + 1) * n_states
+
+
+def check_draws_fit(chains, samples, bytes_per_draw, what):
+    """Raise ``ValueError`` naming ``samples`` if ``chains * samples`` draws of
+    ``bytes_per_draw`` bytes each (``what`` they hold) would not fit in memory."""
+    check_fits_in_memory(
+        chains * samples * bytes_per_draw,
+        "samples",
+        samples,
+        f"{chains} chain{'s' if chains != 1 else ''} x {samples} draws ({what})",
+        "use fewer samples or chains",
+    )
+
+
+def check_tree_fits(source):
+    """Raise ``ValueError`` if :func:`pgm_rl.diagnostics.to_datatree` of ``source`` would not
+    fit in memory (its copy of the draws, :func:`trajectory_draw_bytes`); checked from the shape
+    of the actions only. Sources it cannot read pass (``to_datatree`` names what is wrong)."""
+    try:
+        if hasattr(source, "get_samples"):  # a finished numpyro MCMC: no copy is made here
+            actions = source.get_samples(group_by_chain=True)["actions"]
+        elif hasattr(source, "_asdict"):
+            actions = source.actions
+        else:
+            actions = source["actions"]
+        shape = tuple(int(n) for n in np.shape(actions))
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return
+    if len(shape) < 2:
+        return
+    draws, horizon = math.prod(shape[:-1]), shape[-1]
+    label = " x ".join(str(n) for n in shape[:-1])  # one copy: the tree
+    check_fits_in_memory(
+        draws * trajectory_draw_bytes(horizon),
+        "source",
+        f"<{label} draws of T={horizon}>",
+        "the run's tree (actions, states, rewards and returns)",
+        "thin the draws first (e.g. actions[:, ::10]) or use fewer",
+    )
+
+
+def check_fit_memory(mdp, horizon, num_steps, objective="exact", num_particles=64):
+    """Raise ``ValueError`` if fitting a policy would not fit in memory; blames the largest part.
+
+    Estimate (8-byte floats): about 8 arrays of the (T, S, A) policy's size (logits, gradient,
+    optimizer state, the forward pass and the executed policy's evaluation); 4 copies of the
+    ELBO trace (``num_steps`` floats); for ``"score"`` about 10 arrays of (num_particles, T + 1)
+    per step (the sampled trajectories, their log-probabilities and rewards to go).
+    """
+    parts = [
+        (
+            8 * 8 * horizon * mdp.n_states * mdp.n_actions,
+            "horizon",
+            horizon,
+            "use a shorter horizon",
+        ),
+        (4 * 8 * num_steps, "num_steps", num_steps, "use fewer steps"),
+    ]
+    if objective == "score" and isinstance(num_particles, numbers.Integral):
+        parts.append(
+            (
+                10 * 8 * num_particles * (horizon + 1),
+                "num_particles",
+                num_particles,
+                "use fewer particles or a shorter horizon",
+            )
+        )
+    needed = sum(part[0] for part in parts)
+    _, name, value, advice = max(parts, key=lambda part: part[0])
+    check_fits_in_memory(
+        needed,
+        name,
+        value,
+        f"fitting a policy (T={horizon}, {mdp.n_states} states x {mdp.n_actions} actions, "
+        f"{num_steps} steps: the (T, S, A) policy and its gradient, the ELBO trace"
+        + (f", {num_particles} trajectories a step" if objective == "score" else "")
+        + ")",
+        advice,
+    )
 
 
 def check_int32(value, name, limit=INT32_MAX, why="indices are int32"):
@@ -277,3 +440,110 @@ def check_particles_fit(num_particles, horizon):
         "use fewer particles (pool independent runs with pgm_rl.smc.pool_log_z instead)",
     )
     return num_particles
+
+
+# ----------------------------------------------------------------------------- trajectories
+
+
+def check_trajectories(mdp, actions, states, name, item, batch_ndim=None):
+    """Given trajectories checked against ``mdp``, flattened to (N, T) and (N, T + 1) int arrays.
+
+    The one check of trajectories a user hands in (IRL demonstrations, the samples a policy is
+    fitted to): integer dtypes; shapes (..., T) and (..., T + 1) with T >= 1 and at least one
+    trajectory; actions and states in range; starts the start distribution allows and moves
+    the dynamics allow. Errors name ``name`` and, for a start or a move, the trajectory (its
+    index over the batch axes) and the step.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    actions : array_like, shape (..., T)
+    states : array_like, shape (..., T + 1)
+    name : str
+        Where the arrays came from, e.g. ``"demonstrations"`` (messages say
+        ``demonstrations['actions']``).
+    item : str
+        What one trajectory is called, e.g. ``"demonstration"``.
+    batch_ndim : int, optional
+        The number of batch axes required (1 for (N, T)); None allows any number (also none).
+
+    Returns
+    -------
+    actions : ndarray, shape (N, T)
+    states : ndarray, shape (N, T + 1)
+
+    Raises
+    ------
+    TypeError
+        For non-integer (or bool) arrays.
+    ValueError
+        For ragged arrays, wrong shapes, no trajectory, values out of range, an impossible start
+        or an impossible move.
+    """
+    actions = check_actions(actions, mdp.n_actions, name, item, batch_ndim)
+    states = _integer_array(states, name, "states")
+    axes = _batch_axes(batch_ndim)
+    batch, horizon = actions.shape[:-1], actions.shape[-1]
+    if states.shape != (*batch, horizon + 1):
+        raise ValueError(
+            f"{name}['states'] must have shape ({axes}, T + 1) = {(*batch, horizon + 1)} to "
+            f"match 'actions' {actions.shape} (horizon T = {horizon}), got {states.shape}"
+        )
+    actions, states = actions.reshape(-1, horizon), states.reshape(-1, horizon + 1)
+    if states.min() < 0 or states.max() >= mdp.n_states:
+        raise ValueError(f"{name}['states'] must lie in [0, {mdp.n_states}), the state indices")
+
+    def index(i):  # the batch index of flattened trajectory i
+        return tuple(int(j) for j in np.unravel_index(i, batch)) if batch else ()
+
+    bad_start = np.flatnonzero(~(np.asarray(mdp.start_probs)[states[:, 0]] > 0))
+    if bad_start.size:
+        i = int(bad_start[0])
+        where = ", ".join(str(j) for j in (*index(i), 0))
+        raise ValueError(
+            f"{name}['states'][{where}] = {int(states[i, 0])} is not a possible start state of "
+            "env (probability 0)"
+        )
+    ns, probs = np.asarray(mdp.outcome_states), np.asarray(mdp.outcome_probs)
+    here, there = states[:, :-1], states[:, 1:]
+    possible = np.any((ns[here, actions] == there[..., None]) & (probs[here, actions] > 0), -1)
+    if not possible.all():
+        i, t = (int(x) for x in np.argwhere(~possible)[0])
+        raise ValueError(
+            f"{item} {', '.join(map(str, index(i))) or 0} makes an impossible move at step {t}: "
+            f"action {int(actions[i, t])} in state {int(here[i, t])} cannot reach state "
+            f"{int(there[i, t])} under env's dynamics (likelihood zero)"
+        )
+    return actions, states
+
+
+def check_actions(actions, n_actions, name, item, batch_ndim=None):
+    """The actions of given trajectories as an int array (..., T), checked (see
+    :func:`check_trajectories`, which calls it): integer dtype, T >= 1, at least one ``item``,
+    ids in [0, ``n_actions``)."""
+    actions = _integer_array(actions, name, "actions")
+    ndim_ok = actions.ndim >= 1 if batch_ndim is None else actions.ndim == batch_ndim + 1
+    if not ndim_ok or actions.shape[-1] < 1 or actions.size == 0:
+        raise ValueError(
+            f"{name}['actions'] must have shape ({_batch_axes(batch_ndim)}, T) with T >= 1 and "
+            f"at least one {item}; got {actions.shape}"
+        )
+    if actions.min() < 0 or actions.max() >= n_actions:
+        raise ValueError(f"{name}['actions'] must lie in [0, {n_actions}), the action ids")
+    return actions
+
+
+def _batch_axes(batch_ndim):
+    return "..." if batch_ndim is None else ", ".join(("R", "N")[-batch_ndim:])
+
+
+def _integer_array(values, name, key):
+    if isinstance(values, jax.core.Tracer):
+        raise TypeError(f"{name}['{key}'] must be a concrete integer array, not a traced one")
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise ValueError(f"{name}['{key}'] must be a rectangular integer array") from None
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name}['{key}'] must be an integer array, got dtype {array.dtype}")
+    return array

@@ -15,6 +15,10 @@ deterministic dynamics, built on demand), ``start_probs``, ``expected_reward``,
 ``is_deterministic``. ``next_state`` exists only for deterministic dynamics and ``start_state``
 only for a single start state: asking a stochastic MDP for them raises an ``AttributeError``
 that says why, so code written for deterministic MDPs fails loudly instead of silently.
+Stochastic MDPs are supported by :func:`~pgm_rl.trajectory_model`, every kernel except
+``StepwiseMH``, :func:`~pgm_rl.smc.run_smc`, :func:`~pgm_rl.solve`,
+:func:`~pgm_rl.soft_bellman` and :func:`~pgm_rl.evaluate_policy`; only ``StepwiseMH`` and
+:func:`~pgm_rl.exact.most_probable_path` refuse them.
 """
 
 import jax.numpy as jnp
@@ -31,8 +35,9 @@ _DYNAMICS_FIELDS = {
 _START_FIELDS = {False: ("start_state",), True: ("_start_probs",)}
 
 _NOT_SUPPORTED = (
-    "stochastic dynamics are not supported by this kernel/model yet (nor a random start); "
-    "use pgm_rl.solve / soft_bellman / evaluate_policy"
+    "this code handles deterministic dynamics and a single start state only (as do StepwiseMH "
+    "and most_probable_path); trajectory_model, the other kernels, run_smc, solve, "
+    "soft_bellman and evaluate_policy take stochastic MDPs"
 )
 _NOT_SUPPORTED_SENTENCE = _NOT_SUPPORTED[0].upper() + _NOT_SUPPORTED[1:]
 
@@ -243,7 +248,8 @@ class DynamicsMixin:
         """Dense transition probabilities P(s' | s, a), shape (S, A, S), built on first use.
 
         Meant for users and small MDPs: the library itself works on the sparse outcome arrays.
-        Raises ``ValueError`` if S * A * S floats would exceed half of this machine's memory.
+        Raises ``ValueError`` if S * A * S floats would exceed the memory limit (half of this
+        machine's memory, or of the process's address-space or cgroup limit where smaller).
         """
         cached = self.__dict__.get("_transition")
         if cached is not None:
@@ -254,8 +260,9 @@ class DynamicsMixin:
         if needed > limit:
             raise ValueError(
                 f"transition (S, A, S) of {n_states} states x {n_actions} actions needs "
-                f"{needed / 2**30:.3g} GiB, more than half of this machine's memory "
-                f"({limit / 2**30:.1f} GiB): use outcome_states / outcome_probs (S, A, K)"
+                f"{needed / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB allowed (half of "
+                "this machine's memory, or of the process's memory limit): use outcome_states / "
+                "outcome_probs (S, A, K)"
             )
         states, probs = self.outcome_states, self.outcome_probs
         if _xp(states) is np and _xp(probs) is np:

@@ -7,14 +7,23 @@ This module parses and prints only: the work is done by :mod:`pgm_rl.compare`,
 answers at once.
 
 Exit codes: 0 done; 1 ``--strict`` and a problem was reported (a ``warning:`` line); 2 bad
-arguments or a library error (``ValueError``, ``TypeError``, ``OSError`` such as
-``FileExistsError``), reported as one line on stderr; 130 interrupted (Ctrl-C), reported as
-one line.
+input, reported as one line on stderr: this module's own checks, the library's refusal of a
+value (``ValueError``) and files that cannot be read or written (``OSError`` such as
+``FileExistsError``); 130 interrupted (Ctrl-C) and 143 terminated (SIGTERM), each reported as
+one line after the same clean-up (the ``pgm-rl`` program then ends at once, without the
+interpreter's slow shutdown). Any other exception, e.g. a ``TypeError`` (every value the
+command passes on is built by its parser, so a wrong type is a bug in pgm-rl), is raised with
+its traceback.
 
-Every output is checked before any work is done: ``--out`` and the pictures must not be
-folders, must not exist (``--overwrite`` replaces them; untouched until then) and must be
-creatable where they go (a probe file is created and removed there, which catches read-only
-filesystems). A saved run given to ``report`` is checked against its own data
+Every output is checked before any work is done: ``--out`` and the pictures must be regular
+files or missing (never folders, symbolic links, FIFOs or devices), must not exist
+(``--overwrite`` replaces them; untouched until then), must have names the filesystem takes and
+must be creatable where they go (a probe file is created and removed there, which catches
+read-only filesystems). An existing ``--plots`` folder is fine: the pictures that would be
+replaced are refused, all named in one line, except that ``report`` redraws the pictures
+``sample`` or ``report`` drew of the same run (each PNG carries a digest of its run), which
+loses nothing; so ``sample --out run.nc --plots pics/`` then ``report run.nc --plots pics/``
+works. A saved run given to ``report`` is checked against its own data
 (:func:`pgm_rl.diagnostics.check_run`). Outputs are written only at the end, as a whole: the
 pictures are drawn into a hidden folder and moved into place after ``--out`` is saved, and a
 command that fails (or is interrupted) removes whatever it had created, so it leaves nothing new.
@@ -34,10 +43,13 @@ __all__ = ["build_parser", "main"]
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + 15  # SIGTERM
 # The picture of ``exact --env ... --plots DIR``.
 ENV_OCCUPANCY_FILE = "occupancy_env.png"
 # The picture of ``irl --plots DIR``.
 REWARD_POSTERIOR_FILE = "reward_posterior.png"
+# The credible intervals of ``irl`` (the summary's eti columns and the coverage of the truth).
+IRL_CI_PROB = 0.89
 # The pictures of ``fit --plots DIR`` (the policy picture only on a grid map).
 ELBO_TRACE_FILE = "elbo_trace.png"
 POLICY_FILE = "policy.png"
@@ -346,6 +358,12 @@ def build_parser():
     )
     _problem_arguments(compare)
     _run_arguments(compare)
+    compare.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars (NumPyro's, one per kernel, on stderr)",
+    )
 
     report = commands.add_parser(
         "report",
@@ -354,7 +372,12 @@ def build_parser():
         "comparison to exact, any problems found and (with --plots) redraw its pictures.",
     )
     report.add_argument("file", metavar="FILE.nc", help="a netCDF file written by pgm-rl")
-    report.add_argument("--plots", metavar="DIR", help="write the pictures (PNG) into DIR")
+    report.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="write the pictures (PNG) into DIR (it may hold the pictures sample or report drew "
+        "of this same run: they are redrawn)",
+    )
     report.add_argument("--overwrite", action="store_true", help="replace existing pictures")
     report.add_argument("--strict", action="store_true", help=_STRICT_HELP)
 
@@ -392,9 +415,9 @@ def _fit_parser(commands):
         "ELBO (pgm_rl.variational.fit_policy): 'exact' (the analytic ELBO, natural-gradient "
         "steps = soft policy iteration) or 'score' (NumPyro SVI, score-function gradients). "
         "Prints the ELBO trace, the final ELBO, log Z and KL(q || posterior) where exact "
-        "inference applies, ELBO* (the soft-Bellman optimum) on stochastic MDPs; saves the "
-        "policy as netCDF for 'pgm-rl smc --proposal' and 'pgm-rl sample --kernel "
-        "particle-gibbs --proposal'.",
+        "inference applies, ELBO* (the soft-Bellman optimum) where the dynamics or the start "
+        "are random; saves the policy as netCDF for 'pgm-rl smc --proposal' and 'pgm-rl "
+        "sample --kernel particle-gibbs --proposal'.",
     )
     _problem_arguments(fit)
     fit.add_argument(
@@ -545,7 +568,19 @@ def _gymnasium_env(env_id, kwargs):
             "gymnasium"
         ):
             raise _CommandError(f"{where}: {error}") from None
+        named = [key for key, value in kwargs.items() if error.args == (value,)]
+        if isinstance(error, KeyError) and named:  # a value looked up in a table (map_name)
+            raise _CommandError(f"{where}: {_unknown_value(env_id, named[0], kwargs)}") from None
         raise
+
+
+def _unknown_value(env_id, key, kwargs):
+    """Why ``key=kwargs[key]`` is refused, with the allowed values where Gymnasium lists them."""
+    if env_id.startswith("FrozenLake") and key == "map_name":
+        from gymnasium.envs.toy_text.frozen_lake import MAPS
+
+        return f"map_name must be one of {', '.join(MAPS)}, got {kwargs[key]!r}"
+    return f"{key}={kwargs[key]} is not a value {env_id} knows"
 
 
 def _kwargs_text(kwargs):
@@ -568,10 +603,19 @@ def _state_label(env, state):
 
 
 def _goal_states(env):
-    """The states of the map's 'G' cells (none without a lettered grid map)."""
+    """The states of the map's 'G' cells; on a grid without letters, the cells of the largest
+    reward (all of them when several tie; ``best_state`` is the first); else none."""
     desc, shape = getattr(env, "desc", None), getattr(env, "shape", None)
-    if desc is None or shape is None:
+    if shape is None:
         return []
+    if desc is None:
+        rewards = getattr(env, "rewards", None)
+        if rewards is None:
+            return []
+        import numpy as np
+
+        rewards = np.asarray(rewards)
+        return [int(state) for state in np.flatnonzero(rewards.ravel() == rewards.max())]
     return [
         row * shape[1] + col
         for row, line in enumerate(desc)
@@ -595,22 +639,38 @@ def _problem_line(env, args):
     )
 
 
-def _check_outputs(overwrite, out=None, folder=None, pictures=()):
+def _check_outputs(overwrite, out=None, folder=None, pictures=(), redraw=False):
     """Refuse, before any work, outputs this command could not write.
 
-    ``out`` (``--out``) must not be a folder, must not exist without ``--overwrite``, and its
-    folder must exist and take a new file; ``folder`` (``--plots``) must be a folder or be
-    creatable, with its ``pictures`` (file names) neither folders nor, without ``--overwrite``,
-    existing files. "Takes a new file" is tried: a probe file is created and removed, which
-    also catches a read-only filesystem and root-owned folders that permission bits miss.
+    ``out`` (``--out``) must be missing or a regular file (never a folder, a symbolic link, a
+    FIFO or a device, even with ``--overwrite``), must not exist without ``--overwrite``, must
+    have a name the filesystem takes (not empty, at most NAME_MAX bytes), and its folder must
+    exist and take a new file; ``folder`` (``--plots``) must be a folder or be creatable, with
+    its ``pictures`` (file names) checked as ``out``. "Takes a new file" is tried: a probe file
+    is created and removed, which also catches a read-only filesystem and root-owned folders
+    that permission bits miss.
+
+    An existing ``folder`` is fine; the pictures this command would replace are refused all
+    in one line, except (``redraw``, for ``report``) those pgm-rl drew from a run
+    (:func:`_png_stamp`): their paths are returned, for :meth:`_Outputs.same_run` to accept
+    once the run is read (redrawing the same run loses nothing).
     """
+    from pgm_rl.io import _name_problem, _shown
+
     probed = set()
     if folder is not None:
+        problem = "is empty: give a folder" if folder == "" else _name_problem(folder)
+        if problem is not None:
+            raise ValueError(f"--plots {_shown(folder)} {problem}")
         if os.path.lexists(folder) and not os.path.isdir(folder):
             raise NotADirectoryError(f"--plots {folder!r} exists and is not a folder")
         _check_writable(_existing_ancestor(folder), "--plots", folder, probed)
-        for name in pictures:
-            _check_file("--plots", os.path.join(folder, name), overwrite)
+        paths = [os.path.join(folder, name) for name in pictures]
+        for path in paths:
+            _check_file("--plots", path, True)  # a name, a file, not a folder or a device
+        taken = [path for path in paths if os.path.lexists(path) and not overwrite]
+        stamped = [path for path in taken if redraw and _png_stamp(path) is not None]
+        _refuse_existing([path for path in taken if path not in stamped])
     if out is not None:
         _check_file("--out", out, overwrite)
         parent = os.path.dirname(os.path.abspath(out))
@@ -619,11 +679,89 @@ def _check_outputs(overwrite, out=None, folder=None, pictures=()):
                 f"the folder of --out {out!r} does not exist or is not a folder"
             )
         _check_writable(parent, "--out", out, probed)
+    return stamped if folder is not None else []
+
+
+def _refuse_existing(paths, why=""):
+    """A ``FileExistsError`` naming every picture in ``paths`` (none: nothing to refuse)."""
+    if paths:
+        shown = ", ".join(repr(path) for path in paths)
+        them = "it" if len(paths) == 1 else "them"
+        raise FileExistsError(
+            f"--plots {shown} exist{'s' if len(paths) == 1 else ''}{why}; pass --overwrite to "
+            f"replace {them} (or give another folder)"
+        )
+
+
+_STAMP = b"pgm-rl run"  # the PNG tEXt key of the run a picture of sample or report shows
+
+
+def _png_stamp(path):
+    """The run digest (:func:`_run_digest`) a picture drawn by pgm-rl carries, else None.
+
+    Reads the PNG chunk headers up to the image end: any other file (not a PNG, or a PNG
+    without the stamp, e.g. one edited and saved by another program) gives None.
+    """
+    import struct
+
+    with open(path, "rb") as handle:
+        if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while len(header := handle.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"IEND":
+                return None
+            if kind != b"tEXt":
+                handle.seek(length + 4, os.SEEK_CUR)
+                continue
+            key, _, value = handle.read(length).partition(b"\0")
+            if key == _STAMP:
+                return value.decode("ascii", "replace")
+            handle.seek(4, os.SEEK_CUR)
+    return None
+
+
+def _stamp_png(path, digest):
+    """Add the tEXt chunk ``pgm-rl run: digest`` before the IEND chunk of the PNG ``path``."""
+    import struct
+    import zlib
+
+    with open(path, "rb") as handle:
+        data = handle.read()
+    end = data.rindex(b"IEND") - 4  # the IEND chunk: length, type, CRC (12 bytes)
+    body = b"tEXt" + _STAMP + b"\0" + digest.encode("ascii")
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    with open(path, "wb") as handle:
+        handle.write(data[:end] + chunk + data[end:])
+
+
+def _run_digest(dt):
+    """sha256 (hex) of a run's draws, problem and beta: equal for a run and its saved file."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256(repr((int(dt.attrs["horizon"]), float(dt.attrs["beta"]))).encode())
+    for group in ("posterior", "constant_data"):
+        for name in sorted(dt[group].data_vars):
+            array = np.ascontiguousarray(dt[group][name].values)
+            array = array.astype(np.int64 if array.dtype.kind in "biu" else np.float64)
+            digest.update(f"{group}/{name}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _check_file(option, path, overwrite):
+    from pgm_rl.io import _name_problem, _node_kind, _shown
+
+    problem = _name_problem(path)
+    if problem is not None:
+        raise ValueError(f"{option} {_shown(path)} {problem}")
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
         raise IsADirectoryError(f"{option} {path!r} is a folder, not a file")
+    kind = _node_kind(path)
+    if kind is not None:
+        raise ValueError(f"{option} {path!r} is {kind}: pgm-rl writes and replaces only files")
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{option} {path!r} exists; pass --overwrite to replace it")
 
@@ -675,23 +813,35 @@ class _Outputs:
     ``--overwrite`` are replaced only in :meth:`commit`, after all the work succeeded.
     """
 
-    def __init__(self, args, pictures=None):
+    def __init__(self, args, pictures=None, redraw=False):
         self.out = getattr(args, "out", None)
         self.folder = args.plots
         self.overwrite = args.overwrite
         pictures = _plot_names(self.folder) if pictures is None else pictures
-        _check_outputs(self.overwrite, self.out, self.folder, pictures)
+        # pgm-rl's pictures of some run (redraw): replaced only if same_run says it is this one
+        self._stamped = _check_outputs(self.overwrite, self.out, self.folder, pictures, redraw)
+        self._redrawn = set()
         self._staging = None
+        self._staging_lock = None  # the open staging folder, locked (see pgm_rl.io)
         self._created = []
 
     def __enter__(self):
         return self
 
+    def same_run(self, digest):
+        """Accept the existing pictures that show the run of ``digest`` (:func:`_run_digest`):
+        redrawing them loses nothing; refuse (before any drawing) those of another run."""
+        other = [path for path in self._stamped if _png_stamp(path) != digest]
+        _refuse_existing(other, " (pgm-rl's pictures of another run)")
+        self._redrawn = set(self._stamped)
+
     def staging(self):
         """The hidden folder to draw the pictures into (made on first use)."""
         if self._staging is None:
+            from pgm_rl.io import _new_staging_folder
+
             base = self.folder if os.path.isdir(self.folder) else _existing_ancestor(self.folder)
-            self._staging = tempfile.mkdtemp(prefix=".pgm-rl-pictures-", dir=base)
+            self._staging, self._staging_lock = _new_staging_folder(base)
         return self._staging
 
     @contextlib.contextmanager
@@ -729,7 +879,8 @@ class _Outputs:
             for name in pictures:
                 target = os.path.join(self.folder, name)
                 existed = os.path.lexists(target)
-                if existed and not self.overwrite:
+                _check_file("--plots", target, True)  # still a regular file, if any
+                if existed and not self.overwrite and target not in self._redrawn:
                     raise FileExistsError(
                         f"--plots {target!r} exists (it appeared while this command ran); pass "
                         "--overwrite to replace it"
@@ -737,7 +888,8 @@ class _Outputs:
                 os.replace(os.path.join(self._staging, name), target)
                 if not existed:
                     self._created.append(target)
-                lines.append(f"wrote {target}")
+                redrawn = " (redrawn: the same run)" if target in self._redrawn else ""
+                lines.append(f"wrote {target}{redrawn}")
         for line in lines:
             print(line)
 
@@ -755,6 +907,7 @@ class _Outputs:
     def __exit__(self, kind, error, traceback):
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
+            os.close(self._staging_lock)
         if kind is not None:  # a failure: take back what this command created
             for path in reversed(self._created):
                 try:
@@ -778,26 +931,33 @@ def _runs(items):
     return ", ".join(name if count == 1 else f"{name} x{count}" for name, count in out)
 
 
-def _print_summary(dt):
-    """The convergence table (long horizons: the return and every (T // 10)-th step)."""
+def _print_summary(dt, env=None):
+    """The convergence table; end rows at a goal cell (:func:`_goal_states` of ``env``, else of
+    the tree's grid) are marked "G"."""
     import pandas as pd
 
-    from pgm_rl.diagnostics import summary
+    from pgm_rl.diagnostics import env_from_datatree, summary
 
     table = summary(dt)
-    horizon = dt.attrs["horizon"]
-    if horizon > 12:
-        shown = {f"at_best[{t}]" for t in range(horizon // 10, horizon + 1, horizon // 10)}
-        keep = [name for name in table.index if not name.startswith("at_best[") or name in shown]
-        table = table.loc[keep]
-    print(f"summary (at_best[t] = being at the best cell {dt.attrs['best_state']} at step t):")
+    goals = set(_goal_states(env_from_datatree(dt) if env is None else env))
+    marks = {
+        name: f"{name} G"
+        for name, state in zip(table.index[1:], table.attrs["end_states"], strict=False)
+        if state in goals
+    }
+    table = table.rename(index=marks)
+    print(
+        "summary (end[cell] = ending in that cell, for the cells where most draws end; G: a goal):"
+    )
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(table.to_string(float_format=lambda x: f"{x:.4g}"))
-    worst = table.attrs.get("worst_r_hat")
-    if worst is not None:
+    worst = float(table.attrs["worst_r_hat"])
+    if math.isnan(worst):
+        print("worst R-hat: none defined (nothing varies within the chains)")
+    else:
         print(
-            f"worst R-hat (return and state-occupancy indicators): {float(worst):.4g} "
-            f"at {table.attrs.get('worst_r_hat_at', '?')}"
+            f"worst R-hat (return and state-occupancy indicators): {worst:.4g} "
+            f"at {table.attrs['worst_r_hat_at']}"
         )
 
 
@@ -971,10 +1131,14 @@ def _cmd_sample(args):
 
 def _sample(args, env, outputs):
     _setup_jax()
+    from pgm_rl._checks import check_draws_fit, trajectory_draw_bytes
     from pgm_rl.compare import run_kernel
     from pgm_rl.diagnostics import compare_to_exact, problems, to_datatree
     from pgm_rl.exact import solve
 
+    run, diagnosed = (trajectory_draw_bytes(args.horizon, n) for n in (None, env.n_states))
+    per_draw = 2 * run + diagnosed  # the run (two copies), its tree and its diagnostics
+    check_draws_fit(args.chains, args.samples, per_draw, "the run, its tree and diagnostics")
     proposal = None
     if args.proposal is not None:
         proposal, about = _load_proposal(args.proposal, env, args.horizon)
@@ -999,7 +1163,7 @@ def _sample(args, env, outputs):
     if args.proposal is not None:
         dt.attrs["proposal"] = str(args.proposal)
     print(f"wall time {seconds:.2f} s (JIT compilation included)")
-    _print_summary(dt)
+    _print_summary(dt, env)
     comparison = compare_to_exact(dt)
     _print_comparison(comparison)
     found = _print_problems(problems(dt, comparison))
@@ -1027,10 +1191,42 @@ def _check_diagnostics_take(env, exact=None):
     except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
         raise ValueError(
             "sample and compare store the run as an ArviZ tree (pgm_rl.diagnostics.to_datatree), "
-            f"which does not take this MDP (stochastic dynamics or a random start): {error}; use "
-            "'pgm-rl exact' or 'pgm-rl smc' here, or a deterministic environment (e.g. "
-            "--env-kwargs is_slippery=false)"
+            f"which does not take this MDP ({_randomness(env)}): {error}; use 'pgm-rl exact' or "
+            f"'pgm-rl smc' here, or {_deterministic_instead(env)}"
         ) from None
+
+
+def _randomness(env):
+    """What is random in ``env``: its dynamics, its start or both (words)."""
+    parts = ["stochastic dynamics"] if env.has_random_dynamics else []
+    if env.has_random_start:
+        parts.append(f"a random start over {int((env.start_probs > 0).sum())} states")
+    return " and ".join(parts)
+
+
+def _deterministic_instead(env):
+    """Advice: the option that makes ``env`` deterministic, or environments that are."""
+    if not env.has_random_start and _make_takes(env.env_id, "is_slippery"):
+        return "deterministic dynamics (--env-kwargs is_slippery=false)"
+    return (
+        "an environment with deterministic dynamics and one start state (e.g. --env "
+        "CliffWalking-v1, or --env FrozenLake-v1 --env-kwargs is_slippery=false)"
+    )
+
+
+def _make_takes(env_id, name):
+    """Whether ``gymnasium.make(env_id)`` takes the keyword argument ``name``."""
+    import inspect
+
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gymnasium.spec(env_id).entry_point
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    try:
+        return name in inspect.signature(creator).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return False
 
 
 def _draw_plots(dt, outputs):
@@ -1039,8 +1235,12 @@ def _draw_plots(dt, outputs):
         return []
     from pgm_rl.plots import write_plots
 
+    digest = _run_digest(dt)
     with outputs.drawing() as folder:
-        return [os.path.basename(path) for path in write_plots(dt, folder)]
+        paths = write_plots(dt, folder)
+        for path in paths:  # what the picture shows: report may redraw it over itself
+            _stamp_png(path, digest)
+    return [os.path.basename(path) for path in paths]
 
 
 def _cmd_compare(args):
@@ -1071,7 +1271,7 @@ def _compare(args, env, names, occupancy, outputs):
         args.horizon,
         args.beta,
         **_budget(args),
-        progress_bar=False,
+        progress_bar=args.progress,
         skip_missing=args.kernels is None,
         log=lambda line: print(line, flush=True),
     )
@@ -1102,7 +1302,7 @@ def _compare(args, env, names, occupancy, outputs):
 
 
 def _cmd_report(args):
-    with _Outputs(args) as outputs:
+    with _Outputs(args, redraw=True) as outputs:
         return _report(args, outputs)
 
 
@@ -1111,7 +1311,12 @@ def _report(args, outputs):
     from pgm_rl import io
     from pgm_rl.diagnostics import check_run, compare_to_exact, problems
 
-    dt = check_run(io.load(args.file), source=repr(args.file))
+    dt = io.load(args.file)
+    other = _other_result(dt)
+    if other is not None:
+        raise ValueError(f"{args.file!r} is {other}")
+    check_run(dt, source=repr(args.file))
+    outputs.same_run(_run_digest(dt))
     print(
         f"{dt.attrs.get('kernel', dt.attrs.get('sampler', '?'))}: T={dt.attrs['horizon']}, "
         f"beta={dt.attrs['beta']:g}, {dt['posterior'].sizes['chain']} chains x "
@@ -1127,6 +1332,21 @@ def _report(args, outputs):
     return EXIT_PROBLEMS if args.strict and found else 0
 
 
+def _other_result(dt):
+    """What a tree written by ``fit --out`` or ``irl --out`` is (a sentence), else None."""
+    if "log_policy" in dt.data_vars:
+        return (
+            "a 'pgm-rl fit' result (a variational policy), not an MCMC run: give it to 'pgm-rl "
+            "smc --proposal' or 'pgm-rl sample --proposal'"
+        )
+    if "posterior" in dt.children and "theta" in dt["posterior"].data_vars:
+        return (
+            "a 'pgm-rl irl' result (the posterior of the reward weights theta), not an MCMC run "
+            "of trajectories: read it with pgm_rl.io.load and arviz_stats.summary"
+        )
+    return None
+
+
 def _cmd_smc(args):
     env = _env(args)
     _setup_jax()
@@ -1137,7 +1357,14 @@ def _cmd_smc(args):
 
     from pgm_rl.diagnostics import weighted_state_marginals
     from pgm_rl.exact import solve
-    from pgm_rl.smc import SMCSaturationWarning, pool_log_z, run_smc
+    from pgm_rl.smc import (
+        SMCProposalWarning,
+        SMCSaturationWarning,
+        log_z_problems,
+        pool_log_z,
+        run_smc,
+        z_score,
+    )
 
     proposal = None
     if args.proposal is not None:
@@ -1146,22 +1373,39 @@ def _cmd_smc(args):
     print(f"smc: {_problem_line(env, args)}, {args.particles} particles, {args.runs} runs")
     if proposal is not None:
         print(f"proposal: {about}")
+        if np.isfinite(proposal.beta) and proposal.beta != args.beta:
+            print(
+                f"note: the proposal was fitted at beta={proposal.beta:g}, not at this run's "
+                f"--beta {args.beta:g}; the estimate stays unbiased, but a proposal far from the "
+                "target wastes the particles (a warning below says when it is meaningless)"
+            )
     print(f"exact log Z = {exact.log_z:.8g}")
     marginals = np.asarray(exact.state_marginals)  # (T + 1, S)
-    estimates = []
+    results = []
     for run, key in enumerate(jax.random.split(jax.random.key(args.seed), args.runs)):
         with warnings.catch_warnings():  # said below in one line
             warnings.simplefilter("ignore", SMCSaturationWarning)
+            warnings.simplefilter("ignore", SMCProposalWarning)
             result = run_smc(key, env, args.horizon, args.beta, args.particles, proposal=proposal)
         log_z, se = float(result.log_z), float(result.log_z_se)
         weighted = weighted_state_marginals(result.states, result.log_weights, env.n_states)
         mean_tv = 0.5 * np.abs(weighted - marginals).sum(axis=1).mean()
-        z = f"z = {(log_z - exact.log_z) / se:+.2f}" if se > 0 else "z n/a: SE 0"
+        z = z_score(result, exact.log_z)
+        z = f"{z:+.2f}" if abs(z) < 1e5 else f"{z:+.3g}"
+        se_text = f"± {se:.3g}"
+        if result.proposal_mismatch:
+            se_text += " (meaningless: see the warning)"
+        elif result.saturated:
+            se_text += " (unreliable)"
+        if result.log_z_rounding > se and not result.proposal_mismatch:
+            se_text += f" (rounding ± {result.log_z_rounding:.3g})"
         print(
-            f"run {run}: log Z = {log_z:.8g} ± {se:.3g}  ({z}), ESS {float(result.ess):.1f}, "
+            f"run {run}: log Z = {log_z:.8g} {se_text}  (z = {z}), ESS {float(result.ess):.1f}, "
             f"mean TV of weighted marginals {mean_tv:.4f}",
             flush=True,
         )
+        if result.proposal_mismatch:
+            print(f"warning: run {run}: {result.problems()[0]}", flush=True)
         if result.saturated:
             print(
                 f"warning: run {run}: the genealogy has saturated (too few surviving "
@@ -1169,7 +1413,10 @@ def _cmd_smc(args):
                 "--particles and judge the spread between runs",
                 flush=True,
             )
-        estimates.append(log_z)
+        results.append(result)
+    for line in log_z_problems(results, exact.log_z):
+        print(f"warning: {line}")
+    estimates = [float(result.log_z) for result in results]
     spread = np.std(estimates, ddof=1) if len(estimates) > 1 else float("nan")
     print(
         f"pooled over runs (log-mean-exp of the Z estimates): log Z = {pool_log_z(estimates):.8g} "
@@ -1299,6 +1546,12 @@ def _irl(args, env, outputs):
         raise ValueError(f"{what} does not fit the environment: {_one_line(error)}") from None
     if args.plots is not None and features.ndim != 2:
         raise ValueError("irl --plots draws the reward of each state: it needs (S, F) features")
+    _check_irl_beta(args, features, n_demos, horizon)
+    from pgm_rl._checks import check_draws_fit
+
+    # theta (F) in the run and its tree, each state's reward (S) and its quantiles
+    per_draw = 8 * (4 * features.shape[-1] + 3 * env.n_states)
+    check_draws_fit(args.chains, args.samples, per_draw, "theta and each state's reward")
     args.horizon = horizon
     print(
         f"irl: {_problem_line(env, args)}; {n_demos} demonstrations from {source}; "
@@ -1342,13 +1595,15 @@ def _irl(args, env, outputs):
     if features.ndim == 2:
         cells = theta @ features.T  # (draws, S): the reward of entering each state
         if truth is not None:
-            low, high = np.quantile(cells, [0.05, 0.95], axis=0)
+            tail = (1.0 - IRL_CI_PROB) / 2  # the table's equal-tailed intervals
+            low, high = np.quantile(cells, [tail, 1.0 - tail], axis=0)
             mean = cells.mean(axis=0)
             corr = np.corrcoef(mean, truth)[0, 1] if mean.std() > 0 else float("nan")
             cover = np.mean((low <= truth) & (truth <= high))
             print(
                 f"vs the true reward of each state: correlation of the posterior mean {corr:.3f}, "
-                f"90% intervals cover {cover:.2f} of {truth.size} states"
+                f"{IRL_CI_PROB:.0%} equal-tailed intervals (eti{IRL_CI_PROB * 100:.0f}) cover "
+                f"{cover:.2f} of {truth.size} states"
             )
     drawn = []
     if args.plots is not None:
@@ -1370,6 +1625,34 @@ def _irl(args, env, outputs):
             drawn.append(REWARD_POSTERIOR_FILE)
     outputs.commit(dt, drawn)
     return EXIT_PROBLEMS if args.strict and found else 0
+
+
+def _check_irl_beta(args, features, n_demos, horizon):
+    """Refuse a beta at which NUTS cannot move theta in float64 (one line naming --beta).
+
+    Moving one weight by one prior sd changes the log-likelihood by up to
+    ``K = beta * N * T * max |features| * prior_scale`` nats (N demonstrations of T steps).
+    Where the demonstrations stop being optimal the likelihood drops by that much within a
+    width of theta of 1/K prior sds, and NUTS adapts its steps to that width; once
+    ``K * eps > 1`` (eps the float64 spacing relative to 1) a step is below the spacing of
+    theta, so the chains stay where they started (or K overflows).
+    """
+    import numpy as np
+
+    eps = float(np.finfo(np.float64).eps)
+    scale = n_demos * horizon * float(np.max(np.abs(features))) * args.prior_scale
+    with np.errstate(over="ignore"):
+        nats = np.float64(args.beta) * scale
+    if nats * eps <= 1.0:
+        return
+    shown = f"{nats:.3g}" if np.isfinite(nats) else "more than 1.8e308"
+    raise ValueError(
+        f"--beta {args.beta:g} is too large for NUTS over the reward weights: beta * N * T * "
+        f"max|features| * prior scale = {args.beta:.3g} * {n_demos} * {horizon} * "
+        f"{float(np.max(np.abs(features))):.3g} * {args.prior_scale:g} = {shown} nats per prior "
+        f"sd of a weight, so the steps NUTS needs are below float64's spacing of theta and the "
+        f"chains cannot move; use --beta at most {1.0 / (eps * scale):.3g}"
+    )
 
 
 def _irl_tree(dt, args, env, features, demos, truth, likelihood):
@@ -1403,7 +1686,7 @@ def _print_irl_summary(dt, args, pd):
     """The ArviZ summary of theta, the divergences and one 'warning:' line per problem."""
     import arviz_stats
 
-    table = arviz_stats.summary(dt, var_names=["theta"])
+    table = arviz_stats.summary(dt, var_names=["theta"], ci_prob=IRL_CI_PROB, ci_kind="eti")
     print("summary of theta (reward weights; arviz_stats.summary):")
     with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_rows", 60):
         print(table.to_string(float_format=lambda x: f"{x:.4g}"))
@@ -1484,7 +1767,9 @@ def _load_proposal(path, env, horizon):
         raise ValueError(
             f"{what} was fit for horizon T={log_policy.shape[0]}, not --horizon {horizon}"
         )
-    proposal = types.SimpleNamespace(log_policy=log_policy)
+    proposal = types.SimpleNamespace(
+        log_policy=log_policy, beta=float(dt.attrs.get("beta", float("nan")))
+    )
     try:
         check_proposal(proposal, env, horizon)
     except (TypeError, ValueError) as error:
@@ -1510,9 +1795,12 @@ def _run_with_proposal(args, env, proposal):
     from pgm_rl.model import trajectory_model
 
     record = KERNELS[args.kernel]
-    kind = GuidedParticleGibbs if args.kernel == "guided-particle-gibbs" else ParticleGibbs
+    if args.kernel == "guided-particle-gibbs":  # the saved policy replaces its default guide
+        kernel = GuidedParticleGibbs(trajectory_model, proposal=lambda mdp, T, beta: proposal)
+    else:
+        kernel = ParticleGibbs(trajectory_model, proposal=proposal)
     mcmc = MCMC(
-        kind(trajectory_model, proposal=proposal),
+        kernel,
         num_warmup=args.warmup,
         num_samples=args.samples,
         num_chains=args.chains,
@@ -1580,10 +1868,12 @@ def _fit(args, env, outputs):
     import numpy as np
     import xarray as xr
 
+    from pgm_rl._checks import check_fit_memory
     from pgm_rl.exact import soft_bellman
     from pgm_rl.variational import fit_policy
 
     steps = args.steps if args.steps is not None else (100 if args.objective == "exact" else 1000)
+    check_fit_memory(env, args.horizon, steps, args.objective)
     print(
         f"fit: {_problem_line(env, args)}; objective {args.objective}, {args.parametrization} "
         f"policy, {steps} steps",
@@ -1622,7 +1912,7 @@ def _fit(args, env, outputs):
         elbo_star = float(soft_bellman(env, args.horizon, args.beta).elbo)
         print(
             f"ELBO* (soft-Bellman, the best policy) = {elbo_star:.10g}; ELBO* - ELBO = "
-            f"{elbo_star - fitted.elbo:.4g} (stochastic MDP: no policy reaches log Z)"
+            f"{elbo_star - fitted.elbo:.4g} ({_randomness(env)}: no policy reaches log Z)"
         )
     horizon, n_states, n_actions = np.shape(fitted.log_policy)
     attrs = {
@@ -1709,20 +1999,71 @@ def main(argv=None):
     -------
     int
         The exit code: 0, 1 (``--strict`` and problems found), 2 (bad input, one line on
-        stderr) or 130 (Ctrl-C, one line on stderr). ``--help``, ``--version`` and usage
-        errors raise ``SystemExit`` (codes 0 and 2) as argparse does.
+        stderr), 130 (Ctrl-C) or 143 (SIGTERM), each one line on stderr after the clean-up.
+        ``--help``, ``--version`` and usage errors raise ``SystemExit`` (codes 0 and 2) as
+        argparse does. Called in the main thread, it handles SIGTERM while it runs (unless
+        SIGTERM was set to be ignored or handled already), as Ctrl-C: no temporary file or
+        staging folder is left behind.
+
+    Raises
+    ------
+    Exception
+        Anything but bad input (``ValueError``, ``OSError``, this module's own refusals), e.g.
+        a ``TypeError``: a bug, shown with its traceback rather than as bad input.
     """
     prog = "pgm-rl"
+    previous = _handle_sigterm()
     try:
         args = build_parser().parse_args(argv)
         prog = f"pgm-rl {args.command}"
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError, OSError, _CommandError) as error:
+    except (ValueError, OSError, _CommandError) as error:  # bad input (the module docstring)
         print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except _Terminated:
+        print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+        return _exit_at_once(argv, EXIT_TERMINATED)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _exit_at_once(argv, EXIT_INTERRUPTED)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_at_once(argv, code):
+    """``code``; but as the ``pgm-rl`` program (``argv`` None: the command line is the
+    process's own), end the process now, everything of ours cleaned up: the interpreter's
+    shutdown (JAX's and the modules' teardown, 1-3 s, longer on a busy machine) would
+    otherwise delay the exit after Ctrl-C by as much."""
+    if argv is not None:
+        return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: every clean-up that Ctrl-C runs runs for it too."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def _handle_sigterm():
+    """Raise :class:`_Terminated` on SIGTERM; the handler replaced, or None where SIGTERM is
+    left alone (not the main thread, or SIGTERM ignored or handled by the caller)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ import time
 import warnings
 from collections.abc import Mapping
 
-from pgm_rl._checks import check_beta, check_horizon, check_positive_int
+from pgm_rl._checks import (
+    check_beta,
+    check_draws_fit,
+    check_horizon,
+    check_positive_int,
+    trajectory_draw_bytes,
+)
 
 __all__ = ["TABLE_COLUMNS", "compare_kernels", "format_table", "run_kernel"]
 
@@ -96,7 +102,8 @@ def run_kernel(
     ------
     TypeError, ValueError
         Naming the argument: an unknown ``name``, a count out of range, a bad ``horizon`` or
-        ``beta`` (the environment is checked by the model).
+        ``beta`` (the environment is checked by the model), or draws that would not fit in
+        memory (twice :func:`pgm_rl._checks.trajectory_draw_bytes` a draw), before anything runs.
     """
     import jax
     from numpyro.infer import MCMC
@@ -116,6 +123,8 @@ def run_kernel(
         raise TypeError(f"model must be a callable NumPyro model, got {model!r}")
     if log is not None and not callable(log):
         raise TypeError(f"log must be a callable or None, got {log!r}")
+    # the run on the device and its draws grouped by chain
+    check_draws_fit(chains, samples, 2 * trajectory_draw_bytes(horizon), "the run")
 
     no_bar = progress_bar and callable(record.chain_method) and chains > 1
     with warnings.catch_warnings():
@@ -196,7 +205,8 @@ def compare_kernels(
     Raises
     ------
     TypeError, ValueError
-        Naming the argument, before anything runs.
+        Naming the argument, before anything runs; also when the runs' trees and the
+        diagnostics of one would not fit in memory.
     """
     import jax
     import numpy as np
@@ -223,6 +233,13 @@ def compare_kernels(
             f"exact is for horizon={exact.horizon}, beta={exact.beta:g}; the problem has "
             f"horizon={horizon}, beta={beta:g}"
         )
+    # every kernel's tree and exact iid's are kept; one run (two copies) and the diagnostics
+    # of one tree at a time
+    stored = (len(names) + 3) * trajectory_draw_bytes(horizon)
+    per_draw = stored + trajectory_draw_bytes(horizon, exact.state_marginals.shape[-1])
+    check_draws_fit(
+        chains, samples, per_draw, f"{len(names) + 1} runs kept, diagnosed one at a time"
+    )
     trees, seconds = {}, {}
     for name in names:
         try:

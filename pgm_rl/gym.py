@@ -13,6 +13,9 @@ but different rewards (slippery CliffWalking: falling off the cliff and slipping
 to the start, with rewards -100 and -1) stay separate outcomes, so nothing is averaged away.
 """
 
+import math
+import numbers
+
 import jax
 import numpy as np
 
@@ -231,12 +234,13 @@ def _read_table(table, n_states, n_actions, env_id):
                         f"env_or_id {env_id!r}: P[{s}][{a}] entries must be (prob, next_state, "
                         f"reward, terminated), got {entry!r}"
                     ) from None
+                next_state = _next_state(next_state, f"env_or_id {env_id!r}: P[{s}][{a}]")
                 rows.append(s * n_actions + a)
-                states.append(int(next_state))
+                states.append(next_state)
                 probs.append(float(prob))
                 rewards.append(float(reward))
                 if terminated and float(prob) > 0:
-                    terminal.add(int(next_state))
+                    terminal.add(next_state)
     return (
         np.asarray(rows, np.int64),
         np.asarray(states, np.int64),
@@ -244,6 +248,17 @@ def _read_table(table, n_states, n_actions, env_id):
         np.asarray(rewards, np.float64),
         np.asarray(sorted(terminal), np.int64),
     )
+
+
+def _next_state(value, where):
+    """``value`` as an int state index; ``ValueError`` for a non-integer (e.g. 1.7 or NaN)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{where}: next_state must be an integer state index, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"{where}: next_state must be an integer state index, got {value!r}")
 
 
 def _map(base, name, n_states):

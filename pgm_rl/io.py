@@ -14,17 +14,26 @@ one ``OSError`` that names the target and the cause; ``KeyboardInterrupt`` is re
 clean-up. Because HDF5 only ever writes to memory, a disk error cannot leave an HDF5 file open in a
 broken state (h5netcdf 1.8 / h5py 3.16 then segfault when the garbage collector closes it).
 
-Temporary files are named ``.<target name>.pgm-rl-<pid>-<random>.tmp`` and are locked
-(``flock``) by the process writing them. A save killed outright (SIGKILL, power loss) leaves one
-behind; the next :func:`save` to the same target removes such orphans, and
-:func:`remove_orphans` removes those of a whole folder. Only files whose writer is gone are
-removed: the process ``<pid>`` is not alive on this machine and no one holds the file's lock.
+Only regular files are written or replaced: a ``path`` that is a symbolic link, a FIFO, a device
+or a socket is refused (also with ``overwrite=True``), as are an empty path and names longer than
+the filesystem takes; all before the tree is serialised.
+
+Temporary files are named ``.pgm-rl-<pid>-<random>.tmp`` (short, so that any name the filesystem
+takes can be saved) and are locked (``flock``) by the process writing them. The ``pgm-rl``
+command draws its pictures into staging folders ``.pgm-rl-pictures-<pid>-<random>``, locked the
+same way (:func:`_new_staging_folder`). A process killed outright (SIGKILL, power loss) leaves one
+behind; the next :func:`save` into the same folder removes such orphans, and
+:func:`remove_orphans` removes those of any folder. Only orphans whose writer is gone are
+removed: the process ``<pid>`` is not alive on this machine and no one holds the lock.
 """
 
 import errno
 import os
 import re
 import secrets
+import shutil
+import stat
+import tempfile
 
 import xarray as xr
 
@@ -35,8 +44,11 @@ except ImportError:  # not POSIX: no locks, the pid check alone decides
 
 __all__ = ["load", "remove_orphans", "save"]
 
-_TEMP_TAG = ".pgm-rl-"
-_TEMP = re.compile(r"^\.(?P<name>.+)\.pgm-rl-(?P<pid>[0-9]+)-[0-9a-f]+\.tmp$")
+_TEMP_PREFIX = ".pgm-rl-"
+# also ``.<target name>.pgm-rl-<pid>-<random>.tmp``, the names of earlier versions
+_TEMP = re.compile(r"^\.(?:.+\.)?pgm-rl-(?P<pid>[0-9]+)-[0-9a-f]+\.tmp$")
+_STAGING_PREFIX = ".pgm-rl-pictures-"
+_STAGING = re.compile(r"^\.pgm-rl-pictures-(?P<pid>[0-9]+)-[0-9a-z_]+$")
 _CHUNK = 1 << 22  # bytes per os.write call
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
@@ -45,20 +57,19 @@ def save(dt, path, overwrite=False):
     """Write ``dt`` to ``path`` as netCDF-4 (h5netcdf engine), atomically.
 
     The tree is serialised in memory (so a save needs memory for one copy of the file), written to
-    a temporary file ``.<name>.pgm-rl-<pid>-<random>.tmp`` next to ``path``, flushed to disk, and
-    then linked (``overwrite=False``) or renamed (``overwrite=True``) onto ``path``. Temporary
-    files orphaned by an earlier save to ``path`` that was killed are removed first (see
-    :func:`remove_orphans`).
+    a temporary file ``.pgm-rl-<pid>-<random>.tmp`` next to ``path``, flushed to disk, and then
+    linked (``overwrite=False``) or renamed (``overwrite=True``) onto ``path``. Orphans of killed
+    saves in that folder are removed first (see :func:`remove_orphans`).
 
     Parameters
     ----------
     dt : xarray.DataTree
     path : str or os.PathLike
-        Target file; its folder must exist.
+        Target file: missing, or a regular file; its folder must exist.
     overwrite : bool, default False
-        Replace an existing file. Without it an existing ``path`` raises ``FileExistsError``
-        and is left untouched, also when another process creates ``path`` during the save:
-        of concurrent saves to the same new path exactly one succeeds.
+        Replace an existing regular file. Without it an existing ``path`` raises
+        ``FileExistsError`` and is left untouched, also when another process creates ``path``
+        during the save: of concurrent saves to the same new path exactly one succeeds.
 
     Returns
     -------
@@ -69,6 +80,12 @@ def save(dt, path, overwrite=False):
     ------
     TypeError
         ``dt`` is not a DataTree or ``overwrite`` is not a bool.
+    ValueError
+        ``path`` is empty, has a name longer than its filesystem takes, or exists and is neither a
+        regular file nor a folder (a symbolic link, a FIFO, a device, a socket); nothing is
+        touched.
+    IsADirectoryError
+        ``path`` is a folder.
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
     OSError
@@ -82,21 +99,26 @@ def save(dt, path, overwrite=False):
     path = os.fspath(path)
     if not isinstance(path, str):
         path = os.fsdecode(path)
-    if os.path.isdir(path):
+    problem = _name_problem(path)
+    if problem is not None:
+        raise ValueError(f"path {_shown(path)} {problem}")
+    kind = _node_kind(path)
+    if kind == "a folder":
         raise IsADirectoryError(f"path {path!r} is a folder, not a file")
+    if kind is not None:
+        raise ValueError(f"path {path!r} is {kind}, not a regular file: save writes only files")
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(_exists_message(path))
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder!r} of path {path!r} does not exist")
-    name = os.path.basename(path)
     try:
-        _remove_orphans(folder, name)
+        _remove_orphans(folder)
     except OSError:
         pass  # best effort: an unreadable folder fails below with a clear message
     # HDF5 writes to memory only; disk errors are then ours to handle, never h5py's.
     data = dt.to_netcdf(engine="h5netcdf")
-    temporary = os.path.join(folder, f".{name}{_TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    temporary = os.path.join(folder, f"{_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp")
     handle = None
     try:
         try:
@@ -125,6 +147,11 @@ def _publish(temporary, path, overwrite):
     """Give the finished ``temporary`` the name ``path``; ``temporary`` is gone on success."""
     try:
         if overwrite:
+            kind = _node_kind(path)  # again: something else may have appeared there meanwhile
+            if kind is not None:
+                raise ValueError(
+                    f"path {path!r} is {kind}, not a regular file: save writes only files"
+                )
             os.replace(temporary, path)
             return
         try:
@@ -203,11 +230,13 @@ def _silently(function, *args):
 
 
 def remove_orphans(folder):
-    """Remove the temporary files that killed :func:`save` calls left in ``folder``.
+    """Remove what killed :func:`save` calls and ``pgm-rl`` commands left in ``folder``.
 
-    A temporary file ``.<name>.pgm-rl-<pid>-<random>.tmp`` is an orphan when the process
-    ``<pid>`` is not alive on this machine and no process holds the file's lock. Files of saves
-    still running (here, or on another machine sharing the folder and holding the lock) are kept.
+    Temporary files ``.pgm-rl-<pid>-<random>.tmp`` (``.<name>.pgm-rl-<pid>-<random>.tmp`` from
+    earlier versions) and picture staging folders ``.pgm-rl-pictures-<pid>-<random>`` are
+    orphans when the process ``<pid>`` is not alive on this machine and no process holds their
+    lock. Those of saves and commands still running (here, or on another machine sharing the
+    folder and holding the lock) are kept.
 
     Parameters
     ----------
@@ -221,26 +250,115 @@ def remove_orphans(folder):
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder!r} does not exist or is not a folder")
-    return _remove_orphans(folder, None)
+    return _remove_orphans(folder)
 
 
-def _remove_orphans(folder, name):
+def _remove_orphans(folder):
     removed = []
     for entry in os.listdir(folder):
-        match = _TEMP.match(entry)
-        if match is None or (name is not None and match["name"] != name):
-            continue
-        if _alive(int(match["pid"])):
+        match = _TEMP.match(entry) or _STAGING.match(entry)
+        if match is None or _alive(int(match["pid"])):
             continue
         candidate = os.path.join(folder, entry)
-        if _locked(candidate):
+        is_staging = match.re is _STAGING
+        try:
+            mode = os.lstat(candidate).st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISDIR(mode) if is_staging else stat.S_ISREG(mode)) or _locked(candidate):
             continue
         try:
-            os.unlink(candidate)
+            if is_staging:
+                shutil.rmtree(candidate)
+            else:
+                os.unlink(candidate)
         except OSError:  # gone already, or not ours to remove
             continue
         removed.append(candidate)
     return removed
+
+
+def _new_staging_folder(folder):
+    """A new hidden staging folder ``.pgm-rl-pictures-<pid>-<random>`` in ``folder``, locked:
+    ``(path, handle)``; close ``handle`` (which releases the lock) after removing the folder.
+    Orphans of dead processes in ``folder`` are removed first (best effort)."""
+    try:
+        _remove_orphans(folder)
+    except OSError:
+        pass
+    path = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=folder)
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    _lock(handle)
+    return path, handle
+
+
+def _node_kind(path):
+    """What ``path`` is when it exists and is not a regular file: ``"a folder"``, ``"a symbolic
+    link"``, ``"a FIFO"``, ... (None for a regular file or nothing; the link itself counts)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _name_problem(path):
+    """Why no file can be made at ``path`` whatever the permissions, as the end of a sentence
+    about it ("is empty", "has a name of 300 bytes; ..."), or None.
+
+    The limits are the filesystem's (``pathconf``: NAME_MAX per name, PATH_MAX for the whole
+    absolute path, typically 255 and 4096 bytes), read at ``path``'s nearest existing folder.
+    """
+    if path == "":
+        return "is empty: give a file name"
+    absolute = os.path.abspath(path)
+    existing = absolute
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    name_max = _pathconf(existing, "PC_NAME_MAX", 255)
+    path_max = _pathconf(existing, "PC_PATH_MAX", 4096)
+    encoded = os.fsencode(absolute)
+    longest = max(len(part) for part in encoded.split(b"/"))
+    if longest > name_max:
+        return f"has a name of {longest} bytes; the filesystem takes at most {name_max}"
+    if len(encoded) >= path_max:
+        return (
+            f"is {len(encoded)} bytes long as an absolute path; the filesystem takes at most "
+            f"{path_max - 1}"
+        )
+    return None
+
+
+def _pathconf(folder, name, default):
+    try:
+        value = os.pathconf(folder, name)
+    except (OSError, ValueError, AttributeError):
+        return default
+    return value if value > 0 else default
+
+
+def _shown(path, width=60):
+    """``repr(path)``, shortened in the middle beyond ``width`` characters."""
+    text = repr(path)
+    if len(text) <= width:
+        return text
+    return f"{text[: width // 2]}...{text[-width // 2 :]}"
 
 
 def _alive(pid):
@@ -285,7 +403,9 @@ def load(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist or is not a file")
     try:
-        with xr.open_datatree(path, engine="h5netcdf") as dt:
+        # phony_dims named: HDF5 datasets without netCDF dimensions (files that are not ours)
+        # then read without h5netcdf's UserWarning about its default
+        with xr.open_datatree(path, engine="h5netcdf", phony_dims="access") as dt:
             return dt.load().copy()
     except OSError as error:  # h5py: not an HDF5/netCDF-4 file, or truncated
         raise ValueError(f"{path!r} is not a readable netCDF-4 file ({error})") from None

@@ -32,6 +32,9 @@ transitions and of (t, state, action) choices), so a likelihood evaluation costs
 pass whatever the number of demonstrations N.
 """
 
+import math
+import numbers
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -39,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pgm_rl._checks import check_beta
+from pgm_rl._checks import check_beta, check_positive_int, check_trajectories
 from pgm_rl.model import check_env
 
 __all__ = [
@@ -239,6 +242,7 @@ def log_z(env, reward, horizon, beta):
         Rewards per state-action or per outcome (``env.outcome_states`` (S, A, K)).
     horizon : int
     beta : float
+        A finite real >= 0 (or a traced value, unchecked).
 
     Returns
     -------
@@ -246,6 +250,7 @@ def log_z(env, reward, horizon, beta):
     """
     dyn = _bare_dynamics(env)
     horizon = _check_horizon_arg(horizon)
+    beta = _check_beta(beta)
     return _log_z(dyn, _reward_to_scaled(dyn, reward, beta), horizon)
 
 
@@ -254,6 +259,7 @@ def soft_bellman_elbo(env, reward, horizon, beta):
     (S, A, K); equals ``pgm_rl.soft_bellman(env, horizon, beta).elbo`` for ``env.reward``."""
     dyn = _bare_dynamics(env)
     horizon = _check_horizon_arg(horizon)
+    beta = _check_beta(beta)
     return _elbo(dyn, _reward_to_scaled(dyn, reward, beta), horizon)
 
 
@@ -293,55 +299,6 @@ def _get_demo_arrays(demonstrations):
     return demonstrations["actions"], demonstrations["states"]
 
 
-def _check_demonstrations(dyn, actions, states):
-    """Host checks of concrete demonstrations: dtype, shapes, ranges, start and dynamics."""
-    arrays = {}
-    for name, values in (("actions", actions), ("states", states)):
-        try:
-            array = np.asarray(values)
-        except ValueError:
-            raise ValueError(f"demonstrations['{name}'] must be a rectangular array") from None
-        if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-            raise TypeError(
-                f"demonstrations['{name}'] must be an integer array, got dtype {array.dtype}"
-            )
-        arrays[name] = array
-    actions, states = arrays["actions"], arrays["states"]
-    if actions.ndim != 2 or actions.shape[0] < 1 or actions.shape[1] < 1:
-        raise ValueError(
-            f"demonstrations['actions'] must have shape (N, T), N, T >= 1; got {actions.shape}"
-        )
-    n, horizon = actions.shape
-    if states.shape != (n, horizon + 1):
-        raise ValueError(
-            f"demonstrations['states'] must have shape (N, T + 1) = {(n, horizon + 1)} to match "
-            f"'actions' {actions.shape} (horizon T = {horizon}), got {states.shape}"
-        )
-    n_states, n_actions, _ = dyn.ns.shape
-    if actions.min() < 0 or actions.max() >= n_actions:
-        raise ValueError(f"demonstrations['actions'] must lie in [0, {n_actions}), the action ids")
-    if states.min() < 0 or states.max() >= n_states:
-        raise ValueError(f"demonstrations['states'] must lie in [0, {n_states}), the state indices")
-    log_p0 = np.asarray(dyn.log_p0)
-    bad_start = np.flatnonzero(~np.isfinite(log_p0[states[:, 0]]))
-    if bad_start.size:
-        i = int(bad_start[0])
-        raise ValueError(
-            f"demonstrations['states'][{i}, 0] = {int(states[i, 0])} is not a possible start "
-            "state of env (probability 0)"
-        )
-    ns, probs = np.asarray(dyn.ns), np.asarray(dyn.probs)
-    here, there = states[:, :-1], states[:, 1:]
-    possible = np.any((ns[here, actions] == there[..., None]) & (probs[here, actions] > 0), -1)
-    if not possible.all():
-        i, t = (int(x) for x in np.argwhere(~possible)[0])
-        raise ValueError(
-            f"demonstration {i} makes an impossible move at step {t}: action "
-            f"{int(actions[i, t])} in state {int(here[i, t])} cannot reach state "
-            f"{int(there[i, t])} under env's dynamics (likelihood zero)"
-        )
-
-
 def _statistics(dyn, actions, states):
     """:class:`_Statistics` of (unchecked) demonstrations; traceable."""
     dyn = _jax(dyn)
@@ -372,7 +329,9 @@ def demonstration_statistics(env, features, demonstrations):
     dyn = _dynamics(env, features)
     actions, states = _get_demo_arrays(demonstrations)
     if not _is_traced(actions, states):
-        _check_demonstrations(dyn, actions, states)
+        actions, states = check_trajectories(
+            check_env(env), actions, states, "demonstrations", "demonstration", batch_ndim=1
+        )
     return _statistics(dyn, actions, states)
 
 
@@ -527,7 +486,7 @@ class MaxLikelihood(NamedTuple):
     """The point estimate of :func:`max_likelihood`.
 
     ``theta`` (F,); ``reward`` (S, A), the expected reward; ``log_likelihood`` at ``theta``
-    (plus the log prior when ``prior_scale`` was given); ``grad_norm`` (the largest absolute
+    (plus the log prior unless ``prior_scale=None``); ``grad_norm`` (the largest absolute
     gradient entry at the end); ``num_steps`` taken; ``converged`` (grad_norm <= tol).
     """
 
@@ -546,79 +505,72 @@ def max_likelihood(
     beta=1.0,
     likelihood="trajectory",
     *,
-    prior_scale=None,
+    prior_scale=1.0,
     init=None,
     max_steps=500,
     tol=1e-6,
 ):
-    """Maximum-likelihood reward weights (MCE-IRL for ``"soft_bellman"``) by optax L-BFGS.
+    """Point estimate of the reward weights by optax L-BFGS: the MAP of :func:`reward_model`
+    by default, the maximum likelihood (MCE-IRL for ``"soft_bellman"``) with
+    ``prior_scale=None``.
 
-    Maximises :func:`log_likelihood` (divided by N * T for conditioning); with ``prior_scale``
-    the log prior of :func:`reward_model` is added (the MAP estimate). Without a prior the
-    maximum need not exist or be unique: directions the data do not identify (a constant
-    feature) keep their ``init`` value, and a feature never seen (a cell never entered) is
-    pushed towards -inf until ``max_steps``.
+    Maximises :func:`log_likelihood` plus the log prior of :func:`reward_model`, theta ~
+    Normal(0, ``prior_scale``), divided by N * T for conditioning. With ``prior_scale=None``
+    the objective is the log likelihood alone, which is unregularised: its maximum need not
+    exist or be unique, directions the data do not identify (a constant feature) keep their
+    ``init`` value, and the weight of a feature never or rarely seen (a cell never entered)
+    runs off towards -inf (|theta| in the tens to hundreds) until ``max_steps``.
+
+    The optimisation is one jitted program, compiled once per problem shape (S, A, K, F, T),
+    likelihood and dtype: a repeated call with new demonstrations, beta or ``init`` of the
+    same shapes does not recompile.
 
     Parameters
     ----------
     env, features, demonstrations, beta, likelihood
         As in :func:`reward_model`.
-    prior_scale : float or array (F,), optional
+    prior_scale : float or array (F,) or None, default 1.0
+        The scale of the Normal(0, prior_scale) prior (:func:`reward_model`'s default); None
+        for the plain, unregularised maximum likelihood.
     init : array (F,), optional
-        Starting theta (default zeros).
-    max_steps : int, default 500
-    tol : float, default 1e-6
-        Stop when the largest absolute gradient entry of the scaled objective is below it.
+        Starting theta (default zeros); finite.
+    max_steps : int >= 1, default 500
+    tol : float >= 0, default 1e-6
+        Stop when the largest absolute gradient entry of the scaled objective is at most it.
 
     Returns
     -------
     MaxLikelihood
-    """
-    import optax
 
+    Raises
+    ------
+    ValueError, TypeError
+        For bad arguments (naming them), before any work.
+    """
     likelihood = _check_likelihood(likelihood)
     beta = _check_beta(beta)
     dyn = _dynamics(env, features)
-    stats = demonstration_statistics(env, features, demonstrations)
     n_features = dyn.feats.shape[-1]
-    theta0 = jnp.zeros(n_features, _dtype()) if init is None else _check_theta(init, n_features)
+    scale = None
     if prior_scale is not None:
         _check_prior_scale(prior_scale)
         scale = _prior_scales(prior_scale, n_features, _dtype())
-    steps = int(max_steps)
-    if steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps!r}")
-    weight = stats.n * stats.choices.shape[0]
-
-    def objective(theta):
-        value = _log_likelihood(dyn, stats, theta, beta, likelihood)
-        if prior_scale is not None:
-            value = value - 0.5 * jnp.sum((theta / scale) ** 2)
-        return -value / weight
-
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(objective)
-
-    def cond(carry):
-        _, _, i, gnorm = carry
-        return (i < steps) & (gnorm > tol)
-
-    def body(carry):
-        theta, state, i, _ = carry
-        value, grad = value_and_grad(theta, state=state)
-        updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=objective)
-        theta = optax.apply_updates(theta, updates)
-        return theta, state, i + 1, jnp.max(jnp.abs(grad))
-
-    @jax.jit
-    def run(theta):
-        state = opt.init(theta)
-        init_carry = (theta, state, jnp.asarray(0), jnp.asarray(jnp.inf, theta.dtype))
-        theta, _, i, _ = lax.while_loop(cond, body, init_carry)
-        value, grad = jax.value_and_grad(objective)(theta)
-        return theta, -value * weight, jnp.max(jnp.abs(grad)), i
-
-    theta, value, gnorm, i = run(theta0)
+    if init is None:
+        theta0 = jnp.zeros(n_features, _dtype())
+    else:
+        init = _real_array(init, "init")
+        theta0 = _check_theta(init, n_features)
+        if not np.all(np.isfinite(init)):
+            raise ValueError(f"init must be finite, got {init!r}")
+    steps = check_positive_int(max_steps, "max_steps")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a real number >= 0, got {tol!r}")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite real number >= 0, got {tol!r}")
+    stats = demonstration_statistics(env, features, demonstrations)
+    theta, value, gnorm, i = _fit_point(
+        _jax(dyn), stats, theta0, beta, scale, tol, steps, likelihood=likelihood
+    )
     return MaxLikelihood(
         theta=theta,
         reward=_expected_reward(dyn, theta),
@@ -627,6 +579,55 @@ def max_likelihood(
         num_steps=i,
         converged=gnorm <= tol,
     )
+
+
+def _real_array(values, name):
+    array = np.asarray(values)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"{name} must be a real array, got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise TypeError(f"{name} must be a real array, got a complex one")
+    return array
+
+
+@partial(jax.jit, static_argnames=("likelihood",))
+def _fit_point(dyn, stats, theta0, beta, scale, tol, max_steps, likelihood):
+    """L-BFGS on -(log likelihood + log prior) / (N T) (no prior where ``scale`` is None).
+
+    Jitted once at module level over pytree arguments (the arrays of the problem, the
+    statistics of the demonstrations, beta, tol and the step limit are traced), so that calls
+    with the same shapes reuse one compiled program. Returns theta, the objective times N T
+    (the log likelihood, plus the log prior), the final largest absolute gradient entry and
+    the number of steps taken.
+    """
+    import optax
+
+    weight = stats.n * stats.choices.shape[0]
+
+    def objective(theta):
+        value = _log_likelihood(dyn, stats, theta, beta, likelihood)
+        if scale is not None:
+            value = value - 0.5 * jnp.sum((theta / scale) ** 2)
+        return -value / weight
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(objective)
+
+    def cond(carry):
+        _, _, i, gnorm = carry
+        return (i < max_steps) & (gnorm > tol)
+
+    def body(carry):
+        theta, state, i, _ = carry
+        value, grad = value_and_grad(theta, state=state)
+        updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=objective)
+        theta = optax.apply_updates(theta, updates)
+        return theta, state, i + 1, jnp.max(jnp.abs(grad))
+
+    carry = (theta0, opt.init(theta0), jnp.asarray(0), jnp.asarray(jnp.inf, theta0.dtype))
+    theta, _, i, _ = lax.while_loop(cond, body, carry)
+    value, grad = jax.value_and_grad(objective)(theta)
+    return theta, -value * weight, jnp.max(jnp.abs(grad)), i
 
 
 # ----------------------------------------------------------------------------- many data sets
@@ -678,18 +679,11 @@ def sample_batched(
     prior_scale = _check_prior_scale(prior_scale)
     dyn = _dynamics(env, features)
     actions, states = _get_demo_arrays(demonstrations)
-    actions, states = np.asarray(actions), np.asarray(states)
-    if actions.ndim != 3 or states.ndim != 3 or actions.shape[0] != states.shape[0]:
-        raise ValueError(
-            "demonstrations must hold 'actions' (R, N, T) and 'states' (R, N, T + 1), got "
-            f"{actions.shape} and {states.shape}"
-        )
-    n_sets = actions.shape[0]
-    _check_demonstrations(
-        dyn,
-        actions.reshape(-1, actions.shape[-1]),
-        states.reshape(-1, states.shape[-1]),
+    check_trajectories(
+        check_env(env), actions, states, "demonstrations", "demonstration", batch_ndim=2
     )
+    actions, states = np.asarray(actions), np.asarray(states)
+    n_sets = actions.shape[0]
     n_features = dyn.feats.shape[-1]
     scale = _prior_scales(prior_scale, n_features, dyn.probs.dtype)
 
@@ -799,18 +793,51 @@ def simulation_based_calibration(
     and ranks the true theta among them. Calibrated inference gives uniform ranks on
     {0, ..., L}; the chi-square test uses ``bins`` equal bins (L + 1 must be divisible by it).
 
+    Parameters
+    ----------
+    key : PRNG key
+    env, features, beta, prior_scale, likelihood
+        As in :func:`reward_model`.
+    horizon, num_demonstrations, num_replications : int >= 1
+        T, N and R.
+    num_warmup : int >= 0
+    thin, num_draws, bins : int >= 1
+        Keep every ``thin``-th of ``thin * num_draws`` draws (L = ``num_draws``); ``bins``
+        must divide L + 1.
+    **nuts_kwargs
+        Passed to :func:`sample_batched`.
+
     Returns
     -------
     Calibration
+
+    Raises
+    ------
+    ValueError, TypeError
+        For bad arguments (naming them), before any simulation or NUTS run.
     """
     import time
 
-    from scipy import stats as scipy_stats
-
+    for name, value in (
+        ("num_demonstrations", num_demonstrations),
+        ("num_replications", num_replications),
+        ("thin", thin),
+        ("num_draws", num_draws),
+        ("bins", bins),
+    ):
+        check_positive_int(value, name)
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, numbers.Integral):
+        raise TypeError(f"num_warmup must be an int >= 0, got {num_warmup!r}")
+    if num_warmup < 0:
+        raise ValueError(f"num_warmup must be an int >= 0, got {num_warmup}")
     if (num_draws + 1) % bins:
         raise ValueError(f"num_draws + 1 = {num_draws + 1} must be divisible by bins = {bins}")
+    horizon = _check_horizon_arg(horizon)
+    likelihood = _check_likelihood(likelihood)
+    beta = _check_beta(beta)
     dyn = _dynamics(env, features)
     n_features = dyn.feats.shape[-1]
+    _prior_scales(_check_prior_scale(prior_scale), n_features, dyn.probs.dtype)
     key_theta, key_demos, key_nuts = jax.random.split(key, 3)
     scale = np.broadcast_to(np.asarray(prior_scale, np.float64), (n_features,))
     theta = np.asarray(jax.random.normal(key_theta, (num_replications, n_features))) * scale
@@ -838,6 +865,8 @@ def simulation_based_calibration(
     draws = np.asarray(out["theta"])[:, thin - 1 :: thin]  # (R, L, F)
     seconds = time.perf_counter() - start
     ranks = np.sum(draws < theta[:, None, :], axis=1)
+    from scipy import stats as scipy_stats
+
     counts = np.stack(
         [
             np.bincount(ranks[:, f] * bins // (num_draws + 1), minlength=bins)

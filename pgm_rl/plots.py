@@ -1,10 +1,21 @@
 """Pictures of trajectory posteriors: where the agent goes, which paths it takes, how far from exact.
 
-Every function takes a DataTree from :func:`pgm_rl.diagnostics.to_datatree` (or comparisons from
-:func:`pgm_rl.diagnostics.compare_to_exact`), returns the matplotlib ``Figure`` (an ArviZ
-``PlotCollection`` for :func:`plot_rank` and :func:`plot_trace`) and, given ``save``, writes it
-as PNG or SVG (chosen by the file extension). The grid pictures need a GridWorld's tree.
-:func:`write_plots` writes the standard set (:data:`PLOT_FILES`) into a folder.
+What each function takes:
+
+- a DataTree from :func:`pgm_rl.diagnostics.to_datatree`: :func:`plot_occupancy`,
+  :func:`plot_trajectories` (these two need a GridWorld's tree), :func:`plot_rank`,
+  :func:`plot_trace` and :func:`write_plots`, which writes the standard set
+  (:data:`PLOT_FILES`) into a folder;
+- comparisons from :func:`pgm_rl.diagnostics.compare_to_exact`: :func:`plot_tv`;
+- an environment whose states are the cells of a grid and exact or variational results:
+  :func:`plot_env_occupancy` (an ``ExactPosterior`` and a ``SoftBellmanPolicy``),
+  :func:`plot_policy_occupancy` (``PolicyEvaluation`` s), :func:`plot_policy` (a (T, S, A)
+  log policy) and :func:`plot_reward_posterior` (per-cell posterior mean and sd of inverse RL);
+- an array: :func:`plot_elbo_trace` (an ELBO per optimisation step).
+
+Each returns the matplotlib ``Figure`` (an ArviZ ``PlotCollection`` for :func:`plot_rank` and
+:func:`plot_trace`) and, given ``save``, writes it as PNG or SVG (chosen by the file
+extension). :func:`episode_visits` is the per-cell number the occupancy pictures draw.
 """
 
 import os
@@ -15,7 +26,7 @@ import numpy as np
 import xarray as xr
 from matplotlib import colors, patches, patheffects
 
-from pgm_rl.diagnostics import trajectory_states
+from pgm_rl.diagnostics import best_state, trajectory_states
 from pgm_rl.exact import ExactPosterior, PolicyEvaluation, evaluate_policy
 
 __all__ = [
@@ -42,6 +53,11 @@ _REWARD_CMAP = "RdYlGn"
 _VISIT_CMAP = "magma"
 _SD_CMAP = "Purples"
 FIGSIZE_ARVIZ = (8.0, 3.5)
+# What plot_rank's picture can and cannot show, written under its title.
+_RANK_CAVEAT = (
+    "shows whether the chains agree with each other, not whether they are right:\n"
+    "chains that all miss the same mode look clean (compare with exact: compare_to_exact)"
+)
 
 
 def plot_occupancy(dt, exact=None, save=None):
@@ -237,11 +253,42 @@ def plot_env_occupancy(env, exact, soft, save=None, executed=True):
 
 def _draw_map(ax, desc, grid, norm, fontsize):
     """The map's letters (top left of each cell), values in the cells, hazards hatched."""
-    height, width = grid.shape
-    for row in range(height):
-        for col in range(width):
-            value = grid[row, col]
-            letter = desc[row][col] if desc is not None else ""
+    _draw_letters(ax, desc, fontsize)
+    for (row, col), value in np.ndenumerate(grid):
+        if value >= 0.005:
+            ax.text(
+                col,
+                row + 0.08,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="black" if norm(value) > 0.6 else "white",
+            )
+
+
+def _map_letters(env):
+    """The letters of a grid environment's map: its ``desc`` (a Gymnasium map: S start, G goal,
+    H hole, C cliff), else "S" at a GridWorld's start and "G" on its best cell; ``None`` when
+    there is neither."""
+    desc = getattr(env, "desc", None)
+    if desc is not None:
+        return tuple(desc)
+    start = getattr(env, "start", None)
+    if start is None or len(start) != 2:
+        return None
+    height, width = env.shape
+    letters = [["."] * width for _ in range(height)]
+    goal_row, goal_col = divmod(best_state(env), width)
+    letters[goal_row][goal_col] = "G"
+    letters[int(start[0])][int(start[1])] = "S"
+    return tuple("".join(line) for line in letters)
+
+
+def _draw_letters(ax, desc, fontsize):
+    """The map's letters at the top left of each cell: S and G outlined, hazards hatched."""
+    for row, line in enumerate(desc or ()):
+        for col, letter in enumerate(line):
             if letter in _HAZARDS:
                 ax.add_patch(
                     patches.Rectangle(
@@ -274,16 +321,6 @@ def _draw_map(ax, desc, grid, norm, fontsize):
                     color={"S": "deepskyblue", "G": "gold"}.get(letter, "#7fb8ff"),
                     path_effects=[patheffects.withStroke(linewidth=2, foreground="black")],
                 )
-            if value >= 0.005:
-                ax.text(
-                    col,
-                    row + 0.08,
-                    f"{value:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=fontsize,
-                    color="black" if norm(value) > 0.6 else "white",
-                )
 
 
 def plot_reward_posterior(
@@ -294,7 +331,10 @@ def plot_reward_posterior(
     The true reward (when known) and the posterior mean share one diverging colour scale,
     centred on 0, so their colours compare directly; the posterior sd has its own scale. Every
     cell is annotated with its value. Cells that no demonstration entered (``visits`` 0) are
-    hatched: the data say nothing about them, so their posterior is the prior.
+    hatched. Their reward still meets the data through log Z: that no demonstration entered
+    them is evidence that entering them does not pay, and it pulls their posterior below the
+    prior, far below (a mean of -5 under a Normal(0, 1) prior) where the agent could easily
+    have entered them. Only cells the agent cannot reach within the horizon keep the prior.
 
     Parameters
     ----------
@@ -415,7 +455,10 @@ def plot_reward_posterior(
             corr = np.corrcoef(mean.ravel(), truth.ravel())[0, 1] if mean.std() > 0 else np.nan
             title += f": correlation of posterior mean with the truth {corr:.2f}"
         if seen is not None and np.any(seen == 0):
-            title += "\n(hatched: no demonstration entered the cell; its posterior is the prior)"
+            title += (
+                "\n(hatched: no demonstration entered the cell; being avoided is evidence too: "
+                "it pulls the reward below the prior, unless the cell is out of reach)"
+            )
     fig.suptitle(title, fontsize=11)
     return _finish(fig, save)
 
@@ -558,6 +601,12 @@ def plot_rank(dt, save=None, seed=0):
     before ranking: draws of equal return get ranks in random order, so chains that agree
     look uniform and chains that disagree on the return still stand out.
 
+    What it cannot show: it compares the chains with each other, not with the posterior.
+    Chains that all miss the same mode agree and look clean (TrajectoryMH on the notebook grid
+    at T = 10, beta = 0.05: p = 0.18 at a mean TV of 0.88 to the exact posterior); only
+    :func:`pgm_rl.diagnostics.compare_to_exact` catches that. The picture says so under its
+    title.
+
     Parameters
     ----------
     dt : xarray.DataTree
@@ -599,7 +648,8 @@ def plot_rank(dt, save=None, seed=0):
     pc.add_legend("chain", title="chain")
     title = (
         f"Rank ECDF of the return per chain, minus uniform\n"
-        f"(ties broken at random; {_problem_label(dt)})"
+        f"(ties broken at random; {_problem_label(dt)})\n"
+        f"{_RANK_CAVEAT}"
     )
     pc = _finish_collection(pc, title, "fractional rank of the return", None)
     ax = pc.get_viz("figure").axes[0]
@@ -861,9 +911,13 @@ def _symlog_pad(value, linthresh, direction):
 def plot_policy(env, log_policy, time=0, save=None):
     """A policy on the grid at one time step: arrows by action probability.
 
-    Each cell gets one arrow per move, its length and width growing with q_t(a | s); 'stay' is
-    a ring whose size grows with its probability. Moves below probability 0.02 are not drawn.
-    The cells are coloured by the grid's reward (a GridWorld) or by the map's letters.
+    Each cell gets one arrow per move, its length and width growing with q_t(a | s); 'stay'
+    (where the environment has it) is a ring whose size grows with its probability. Moves below
+    probability 0.02 are not drawn. A GridWorld's cells are coloured by their reward, on a
+    symmetric log scale when the rewards span more than two orders of magnitude (the notebook
+    grid's -1 ... -100 beside +10000), else a linear one. The map is marked: S the start, G
+    the goal (a GridWorld's best cell), holes (H) and cliffs (C) hatched, from a Gymnasium
+    map's ``desc``.
 
     Parameters
     ----------
@@ -908,15 +962,12 @@ def plot_policy(env, log_policy, time=0, save=None):
     rewards = getattr(env, "rewards", None)
     if rewards is not None:
         grid = np.asarray(rewards, np.float64).reshape(height, width)
-        limit = max(float(np.abs(grid).max()), 1e-12)
-        image = ax.imshow(grid, cmap=_REWARD_CMAP, vmin=-limit, vmax=limit, alpha=0.55)
-        fig.colorbar(image, ax=ax, shrink=0.8, label="reward")
+        norm, label = _reward_norm(grid)
+        image = ax.imshow(grid, cmap=_REWARD_CMAP, norm=norm, alpha=0.55)
+        fig.colorbar(image, ax=ax, shrink=0.8, label=label)
     else:
         ax.imshow(np.zeros(shape), cmap="Greys", vmin=0, vmax=1)
-    desc = getattr(env, "desc", None)
-    for row, line in enumerate(desc or ()):
-        for col, letter in enumerate(line):
-            ax.text(col - 0.42, row - 0.3, letter, fontsize=7, color="0.35")
+    _draw_letters(ax, _map_letters(env), fontsize=9)
     for state in range(env.n_states):
         row, col = divmod(state, width)
         for action, name in enumerate(names):
@@ -950,10 +1001,25 @@ def plot_policy(env, log_policy, time=0, save=None):
                 lw=0,
             )
     _cell_axes(ax, shape)
-    ax.set_title(
-        f"policy q_t(a | s) at t = {time} (arrows by probability; ring: stay)", fontsize=10
-    )
+    legend = "arrows by probability; ring: stay" if "stay" in names else "arrows by probability"
+    ax.set_title(f"policy q_t(a | s) at t = {time} ({legend})", fontsize=10)
     return _finish(fig, save)
+
+
+def _reward_norm(grid):
+    """Colour scale of cell rewards, centred on 0: symmetric log when the largest nonzero
+    magnitude is more than 100 times the median one, so that small rewards stay visible beside
+    a large goal (linear up to the smallest nonzero magnitude, at most 4 decades below the
+    largest: one colour step per decade); linear otherwise. Returns ``(norm, bar label)``."""
+    magnitudes = np.abs(grid[grid != 0])
+    if magnitudes.size == 0:
+        return colors.Normalize(vmin=-1.0, vmax=1.0), "reward"
+    bound = float(magnitudes.max())
+    if bound > 100.0 * float(np.median(magnitudes)):
+        linthresh = max(float(magnitudes.min()), 1e-4 * bound)
+        norm = colors.SymLogNorm(linthresh=linthresh, vmin=-bound, vmax=bound, base=10)
+        return norm, "reward (symmetric log scale)"
+    return colors.Normalize(vmin=-bound, vmax=bound), "reward"
 
 
 def plot_policy_occupancy(env, exact, policies, save=None, title=None, exact_subtitle=None):

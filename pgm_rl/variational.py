@@ -29,11 +29,17 @@ one start state).
   plain Adam on the logits stalls there (0.43 nats at T = 20, beta = 0.05), whereas the natural
   gradient does not see the ``mu pi`` factor at all. For ``"stationary"`` logits the natural
   gradient is the occupancy-weighted mean advantage over t; for ``"features"`` it is the
-  compatible-function-approximation least squares fit of the advantage (the Fisher solved
-  exactly, (F A) x (F A)). ``natural_gradient=False`` gives the Euclidean gradient by
-  ``jax.grad`` instead (with Adam by default).
+  compatible-function-approximation least squares fit of the advantage (the (F A) x (F A)
+  Fisher, singular by construction, solved by its pseudo-inverse: the minimum-norm fit, zero
+  for zero features, sound in float32). ``natural_gradient=False`` gives the Euclidean
+  gradient by ``jax.grad`` instead (with Adam by default).
+
+A fit whose exact ELBO ends below its start (the uniform policy) or far below the best it
+reached warns (``RuntimeWarning``, naming the optimizer): its step size is too large or of the
+wrong sign, though no NaN appeared.
 """
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,7 +52,15 @@ import optax
 from jax import lax, random
 from numpyro.infer.elbo import ELBO
 
-from pgm_rl._checks import check_beta, check_horizon, check_key, check_positive_int
+from pgm_rl._checks import (
+    check_actions,
+    check_beta,
+    check_fit_memory,
+    check_horizon,
+    check_key,
+    check_positive_int,
+    check_trajectories,
+)
 from pgm_rl._sampling import positive_uniform
 from pgm_rl.model import OutcomeIndices, check_env
 
@@ -455,10 +469,13 @@ def _natural_gradient(params, parametrization, features, horizon, dyn, beta):
         fisher = jnp.einsum("fag,ab->fagb", diag, jnp.eye(n_actions)) - outer
         fisher = fisher.reshape(n_feat * n_actions, n_feat * n_actions)
         grad = jnp.einsum("ts,tsa,sf->fa", mus, pi * advantage, features).reshape(-1)
-        damping = 1e-10 * (jnp.trace(fisher) / fisher.shape[0] + 1e-300)
-        direction = jnp.linalg.solve(fisher + damping * jnp.eye(fisher.shape[0]), grad).reshape(
-            n_feat, n_actions
-        )
+        # The Fisher is singular by construction (adding one vector to every action's column
+        # of W leaves the policy unchanged; features that are zero or only on unvisited states
+        # add more null directions): the natural gradient is its minimum-norm least-squares
+        # solution, the pseudo-inverse with eigenvalues below 10 (F A) eps of the largest
+        # dropped (rounding noise of the working dtype; all of them for a zero Fisher, which
+        # gives the zero step). grad lies in the Fisher's range, so nothing else is lost.
+        direction = (jnp.linalg.pinv(fisher, hermitian=True) @ grad).reshape(n_feat, n_actions)
     return -direction, elbo
 
 
@@ -580,6 +597,14 @@ def fit_policy(
         For an unknown parametrization or objective, ``num_steps`` not a positive int, features
         of the wrong shape; ``FloatingPointError`` when the ELBO becomes NaN (naming the step
         and the last finite ELBO).
+
+    Warns
+    -----
+    RuntimeWarning
+        When the fitted policy's exact ELBO ends below the start (the uniform policy) or far
+        below the best the fit reached (more than a tenth of its gain or 1 nat; for
+        ``"score"`` beyond the noise of its estimates), naming the optimizer: its step size is
+        too large or of the wrong sign.
     """
     mdp = check_env(env)
     horizon = check_horizon(horizon)
@@ -589,6 +614,7 @@ def fit_policy(
             f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, got {objective!r}"
         )
     num_steps = check_positive_int(num_steps, "num_steps")
+    check_fit_memory(mdp, horizon, num_steps, objective, num_particles)  # before allocating
     guide = policy_guide(mdp, horizon, parametrization, features)
     if objective == "exact":
         trace, params, state = _fit_exact(guide, beta, num_steps, optimizer, natural_gradient)
@@ -605,7 +631,13 @@ def fit_policy(
     _check_trace(trace, objective)
     if not np.isfinite(np.asarray(params)).all():
         raise FloatingPointError("the fitted policy logits are not finite (the fit diverged)")
-    return _finish(guide, params, trace, state, objective, beta)
+    fitted = _finish(guide, params, trace, state, objective, beta)
+    if optimizer is None:
+        name = "the default " + _default_optimizer(objective, parametrization, natural_gradient)[1]
+    else:
+        name = "the optimizer passed (optimizer=...)"
+    _warn_if_diverged(fitted, name)
+    return fitted
 
 
 def _check_trace(trace, objective):
@@ -619,6 +651,56 @@ def _check_trace(trace, objective):
             f"fit_policy ({objective!r}) diverged: the ELBO is {trace[step]} at step {step} "
             f"(last finite ELBO: {last}); try a smaller step size (optimizer=...)"
         )
+
+
+def _warn_if_diverged(fitted, optimizer_name):
+    """``RuntimeWarning`` when a fit ends below its start or far below the best ELBO it saw.
+
+    The start is the ELBO of the uniform policy (the initial logits), exact; the end is
+    ``fitted.elbo``, exact. "Far below the best" means more than a tenth of the gain over the
+    start or more than 1 nat (an unstable optimizer) and more than the rounding of the working
+    dtype. For ``"score"``, whose trace is a noisy estimate, the best is that of the trace's
+    moving mean (window n / 10, at most 50), and both comparisons allow 4 standard errors of
+    that mean (the noise of the estimate also jitters the final policy).
+    """
+    from pgm_rl.exact import evaluate_policy
+
+    trace = np.asarray(fitted.elbo_trace, np.float64)
+    guide, final = fitted.guide, fitted.elbo
+    if fitted.objective == "exact":
+        start, best, noise = trace[0], max(trace.max(), final), 0.0
+    else:
+        uniform = np.full((guide.horizon, guide.env.n_states, guide.env.n_actions), 1.0)
+        start = float(evaluate_policy(guide.env, uniform / guide.env.n_actions, fitted.beta).elbo)
+        window = max(1, min(50, trace.size // 10))
+        best = np.convolve(trace, np.ones(window) / window, mode="valid").max()
+        spread = np.std(np.diff(trace)) / np.sqrt(2.0) if trace.size > 1 else 0.0
+        noise = 4.0 * spread / np.sqrt(window)
+    eps = float(np.finfo(np.asarray(fitted.params).dtype).eps)
+    tol = np.sqrt(eps) * max(1.0, abs(start), abs(best))
+    if final < start - tol - noise:
+        what = f"below its start {start:.6g} (the uniform policy)"
+    elif best - final > max(min(0.1 * (best - start), 1.0), noise) + tol:
+        what = f"far below the best it reached, {best:.6g} (start {start:.6g})"
+    else:
+        return
+    warnings.warn(
+        f"fit_policy ({fitted.objective!r}) diverged: its ELBO ended at {final:.6g}, {what}; "
+        f"the step size of {optimizer_name} is too large (or of the wrong sign): try a smaller "
+        "one (optimizer=...)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _default_optimizer(objective, parametrization, natural_gradient):
+    """The default optax optimizer of a fit and its name."""
+    if objective == "score":
+        return optax.adam(0.05), "optax.adam(0.05)"
+    if natural_gradient:
+        rate = 1.0 if parametrization == "time-indexed" else 0.5
+        return optax.sgd(rate), f"optax.sgd({rate})"
+    return optax.adam(0.1), "optax.adam(0.1)"
 
 
 def _finish(guide, params, trace, state, objective, beta):
@@ -656,11 +738,7 @@ def exact_runner(guide, beta, num_steps, optimizer=None, natural_gradient=True):
     if not isinstance(natural_gradient, bool):
         raise TypeError(f"natural_gradient must be a bool, got {natural_gradient!r}")
     if optimizer is None:
-        if natural_gradient:
-            rate = 1.0 if guide.parametrization == "time-indexed" else 0.5
-            optimizer = optax.sgd(rate)
-        else:
-            optimizer = optax.adam(0.1)
+        optimizer = _default_optimizer("exact", guide.parametrization, natural_gradient)[0]
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
@@ -689,7 +767,7 @@ def _fit_score(guide, beta, num_steps, optimizer, key, num_particles, estimator,
     from pgm_rl.model import trajectory_model
 
     if optimizer is None:
-        optimizer = optax.adam(0.05)
+        optimizer = _default_optimizer("score", guide.parametrization, True)[0]
     if isinstance(optimizer, optax.GradientTransformation):
         optimizer = numpyro.optim.optax_to_numpyro(optimizer)
     if not isinstance(optimizer, numpyro.optim._NumPyroOptim):
@@ -740,10 +818,19 @@ def fit_policy_to_samples(
     beta : float, optional
         When given, ``elbo`` and ``kl_to_posterior`` are evaluated at this beta (else NaN/None).
 
+    num_steps : int >= 1, for ``"features"``
+
     Returns
     -------
     FittedPolicy (``objective="samples"``; ``elbo_trace`` holds the per-step mean
     log-likelihood for ``"features"``, is empty for the tabular ones)
+
+    Raises
+    ------
+    ValueError, TypeError
+        For bad arguments, and for samples that are not trajectories of ``env`` (non-integer
+        arrays, no trajectory, shapes, ranges, a start or a move ``env`` does not allow: the
+        check :func:`~pgm_rl.irl.reward_model` applies to demonstrations), before any work.
     """
     from pgm_rl.dynamics import rollout
 
@@ -754,30 +841,22 @@ def fit_policy_to_samples(
         raise TypeError(f"prior_counts must be a positive number, got {prior_counts!r}")
     if not (prior_counts > 0 and np.isfinite(prior_counts)):
         raise ValueError(f"prior_counts must be a positive number, got {prior_counts!r}")
+    num_steps = check_positive_int(num_steps, "num_steps")
+    beta = None if beta is None else float(check_beta(beta))
     if not isinstance(samples, dict) or "actions" not in samples:
         raise TypeError(
             "samples must be a dict with 'actions' (..., T) (and 'states' (..., T + 1))"
         )
-    actions = np.asarray(samples["actions"])
-    if actions.ndim < 1 or actions.dtype.kind not in "iu":
-        raise ValueError(f"samples['actions'] must be an int array (..., T), got {actions.shape}")
-    horizon = actions.shape[-1]
-    actions = actions.reshape(-1, horizon)
+    actions = samples["actions"]
     if "states" in samples:
-        states = np.asarray(samples["states"]).reshape(-1, horizon + 1)
+        states = samples["states"]
     elif mdp.is_deterministic:
+        actions = check_actions(actions, mdp.n_actions, "samples", "sample")
         states = np.asarray(rollout(mdp, actions)[0])
     else:
         raise ValueError("samples must hold 'states' (..., T + 1) on a stochastic MDP")
-    if states.shape[0] != actions.shape[0]:
-        raise ValueError(
-            f"samples['states'] must have shape (..., {horizon + 1}) matching the actions, got "
-            f"{np.shape(samples['states'])}"
-        )
-    if actions.min() < 0 or actions.max() >= mdp.n_actions:
-        raise ValueError(f"samples['actions'] must lie in [0, {mdp.n_actions})")
-    if states.min() < 0 or states.max() >= mdp.n_states:
-        raise ValueError(f"samples['states'] must lie in [0, {mdp.n_states})")
+    actions, states = check_trajectories(mdp, actions, states, "samples", "sample")
+    horizon = actions.shape[-1]
     n_states, n_actions = mdp.n_states, mdp.n_actions
     counts = np.zeros((horizon, n_states, n_actions))
     time = np.broadcast_to(np.arange(horizon), actions.shape)
@@ -812,5 +891,4 @@ def fit_policy_to_samples(
     if beta is None:
         log_pi = guide.log_policy(params)
         return FittedPolicy(log_pi, float("nan"), trace, None, None, params, guide, "samples", None)
-    fitted = _finish(guide, params, trace, None, "samples", float(check_beta(beta)))
-    return fitted
+    return _finish(guide, params, trace, None, "samples", beta)

@@ -122,15 +122,17 @@ def test_sample_saves_and_report_reopens(capsys, tiny_grid, tmp_path):
     assert sorted(os.listdir(pics)) == sorted(PLOT_FILES)  # no staging folder or probe file left
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
 
-    again = tmp_path / "again"
-    code, out, err = run(capsys, "report", str(out_file), "--strict", "--plots", str(again))
+    # the README's walkthrough: report redraws the run's pictures into the same folder (was:
+    # exit 2, "--plots 'pics/occupancy.png' exists")
+    code, out, err = run(capsys, "report", str(out_file), "--strict", "--plots", str(pics))
     reported = [line for line in out.splitlines() if line.startswith("warning: ")]
     assert code == (1 if reported else 0), err
     assert "trajectory-mh: T=3, beta=0.5, 2 chains x 40 draws" in out
     assert "vs exact: mean TV" in out
     # the same draws give the same R-hat lines
     assert [w for w in reported if "R-hat" in w] == [w for w in warnings if "R-hat" in w]
-    assert len(os.listdir(again)) == len(PLOT_FILES)
+    assert sorted(os.listdir(pics)) == sorted(PLOT_FILES)
+    assert out.count("(redrawn: the same run)") == len(PLOT_FILES)
 
 
 @pytest.mark.parametrize("command", ["sample", "compare", "report"])
@@ -208,6 +210,7 @@ def test_compare_tabulates_and_strict_flags_a_kernel(capsys, tiny_grid, tmp_path
         "--plots",
         str(tmp_path),
         "--strict",
+        "--no-progress",  # was: "unrecognized arguments"
     )
     assert code == 1, err
     table = out[out.index("kernel ") :].splitlines()
@@ -256,6 +259,11 @@ GRID = [[0.0, -1.0, -1.0], [-1.0, -5.0, 4.0]]  # the tiny_grid fixture's cells
 def saved_run(tmp_path_factory):
     """A run of the tiny grid as ``pgm-rl sample --out`` saves it, from exact iid draws (2
     chains of 40; no MCMC, so fast)."""
+    return save_exact_run(tmp_path_factory.mktemp("saved") / "run.nc", seed=0)
+
+
+def save_exact_run(path, seed):
+    """Save 2 chains of 40 exact draws of the tiny grid (T = 3, beta 0.5) at ``path``."""
     import jax
     import numpy as np
 
@@ -265,10 +273,9 @@ def saved_run(tmp_path_factory):
 
     env = pgm_rl.GridWorld(GRID, (0, 0))
     exact = pgm_rl.solve(env, 3, 0.5)
-    actions = np.asarray(exact.sample(jax.random.key(0), 80)["actions"]).reshape(2, 40, 3)
+    actions = np.asarray(exact.sample(jax.random.key(seed), 80)["actions"]).reshape(2, 40, 3)
     dt = to_datatree({"actions": actions}, env, exact)
     dt.attrs.update(kernel="trajectory-mh", wall_seconds=0.5)
-    path = tmp_path_factory.mktemp("saved") / "run.nc"
     io.save(dt, path)
     return str(path)
 
@@ -320,11 +327,40 @@ def test_report_refuses_a_run_inconsistent_with_its_own_data(
     assert not (tmp_path / "pics").exists()
 
 
+def test_report_redraws_a_runs_pictures_but_not_another_runs(capsys, saved_run, tmp_path):
+    """An existing --plots folder is fine; pictures pgm-rl drew of this same run are redrawn;
+    those of another run and files that pgm-rl did not draw are refused, all named at once."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    (pics / "notes.txt").write_text("mine")  # someone's file beside the pictures: untouched
+    for _ in range(2):
+        code, out, err = run(capsys, "report", saved_run, "--plots", str(pics))
+        assert code == 0, err
+    assert out.count("(redrawn: the same run)") == len(PLOT_FILES)
+    assert sorted(os.listdir(pics)) == sorted([*PLOT_FILES, "notes.txt"])
+    before = {name: (pics / name).read_bytes() for name in PLOT_FILES}
+    other = save_exact_run(tmp_path / "other.nc", seed=1)
+    result = run(capsys, "report", other, "--plots", str(pics))
+    paths = [str(pics / name) for name in PLOT_FILES]
+    assert_one_line_error(result, "pictures of another run", *paths, "--overwrite")
+    assert result[1] == ""  # refused before the summary
+    (pics / "rank.png").write_bytes(b"my own picture")  # not drawn by pgm-rl: never replaced
+    result = run(capsys, "report", saved_run, "--plots", str(pics))
+    assert_one_line_error(result, repr(str(pics / "rank.png")), "exists", "--overwrite")
+    assert "trace.png" not in result[2]
+    assert {name: (pics / name).read_bytes() for name in PLOT_FILES} == {
+        **before,
+        "rank.png": b"my own picture",
+    }
+    code, out, err = run(capsys, "report", other, "--plots", str(pics), "--overwrite")
+    assert code == 0, err
+
+
 def test_report_accepts_the_saved_run(capsys, saved_run, tmp_path):
     code, out, err = run(capsys, "report", saved_run)
     assert code == 0, err
     assert "trajectory-mh: T=3, beta=0.5, 2 chains x 40 draws" in out
-    assert "best cell 5" in out
+    assert "end[cell=" in out and "ending in that cell" in out
 
 
 @pytest.fixture
@@ -579,6 +615,10 @@ def test_env_kwargs_parse_values(text, expected):
         (["--env", "CartPole-v1"], ["--env CartPole-v1", "Discrete"]),
         (["--env", "FrozenLake-v1", "--env-kwargs", "foo=1"], ["--env-kwargs foo=1", "foo"]),
         (["--env", "Taxi-v3"], ["--env Taxi-v3", "Taxi-v4"]),
+        (  # was: a KeyError and 29 lines of traceback
+            ["--env", "FrozenLake-v1", "--env-kwargs", "map_name=9x9"],
+            ["--env-kwargs map_name=9x9", "map_name must be one of 4x4, 8x8", "'9x9'"],
+        ),
     ],
 )
 def test_bad_env_arguments_give_one_line_and_exit_2(capsys, args, words):
@@ -688,4 +728,19 @@ def test_sample_on_a_random_start_answers_before_sampling(capsys, monkeypatch):
 
     monkeypatch.setattr(pgm_rl.compare, "run_kernel", None)  # never reached
     result = run(capsys, "sample", "--kernel", "action-gibbs", "--env", "Taxi-v4", *TINY)
-    assert_one_line_error(result, "to_datatree", "random start", "pgm-rl exact")
+    assert_one_line_error(result, "to_datatree", "random start over 300 states", "pgm-rl exact")
+    # Taxi has no is_slippery (gymnasium.make rejects it): another environment is advised
+    advice = result[2].split("here, or ")[1]
+    assert advice.startswith("an environment with deterministic dynamics and one start state")
+
+
+def test_what_is_random_is_said():
+    """Taxi's dynamics are deterministic, only its start is random (fit called it stochastic)."""
+    pytest.importorskip("gymnasium")
+    from pgm_rl.envs import from_gymnasium
+
+    assert cli._randomness(from_gymnasium("Taxi-v4")) == "a random start over 300 states"
+    lake = from_gymnasium("FrozenLake-v1", is_slippery=True)
+    assert cli._randomness(lake) == "stochastic dynamics"
+    advice = cli._deterministic_instead(lake)
+    assert advice == "deterministic dynamics (--env-kwargs is_slippery=false)"

@@ -79,6 +79,7 @@ def test_fit_stochastic_reports_elbo_star(capsys):
         *QUIET,
     )
     assert code == 0, err
+    assert "(stochastic dynamics: no policy reaches log Z)" in out
     star = float(out.split("ELBO* (soft-Bellman, the best policy) = ")[1].split(";")[0])
     elbo = float(out.split("final ELBO (exact evaluation of the policy) = ")[1].split()[0])
     assert elbo <= star + 1e-12 and star - elbo < 1e-9
@@ -95,13 +96,16 @@ def test_smc_with_proposal(policy_file, capsys):
     assert abs(first - exact) < 1e-6  # the exact posterior as proposal: every weight equal
 
 
-def test_sample_particle_gibbs_with_proposal(policy_file, tmp_path, capsys):
+@pytest.mark.parametrize("kernel", cli.PROPOSAL_KERNELS)
+def test_sample_with_proposal(policy_file, tmp_path, capsys, kernel):
+    """Fit, then sample with the policy (guided-particle-gibbs was: "GuidedParticleGibbs needs
+    proposal, a callable", exit 2, whatever the file)."""
     out_file = str(tmp_path / "run.nc")
     code, out, err = run(
         capsys,
         "sample",
         "--kernel",
-        "particle-gibbs",
+        kernel,
         *TINY,
         "--proposal",
         policy_file,
@@ -118,6 +122,12 @@ def test_sample_particle_gibbs_with_proposal(policy_file, tmp_path, capsys):
     assert code == 0, err
     assert "proposal: " in out and "vs exact: mean TV" in out
     assert io.load(out_file).attrs["proposal"] == policy_file
+    assert io.load(out_file).attrs["kernel"] == kernel
+
+
+def test_report_says_a_policy_file_is_not_a_run(policy_file, capsys):
+    result = run(capsys, "report", policy_file)  # was: "the 'posterior' group is missing"
+    assert_one_line_error(result, repr(policy_file), "'pgm-rl fit' result", "--proposal")
 
 
 def test_proposal_with_a_kernel_that_takes_none(policy_file, capsys):

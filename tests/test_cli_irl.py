@@ -58,6 +58,8 @@ def test_irl_runs_on_saved_demonstrations(capsys, problem, tmp_path):
     assert "summary of theta" in out and "ess_bulk" in out and "theta[8]" in out
     assert "divergences:" in out
     assert "correlation of the posterior mean" in out  # the stored grid is the true reward
+    # the coverage is of the table's intervals (was: "90% intervals" beside eti89 columns)
+    assert "89% equal-tailed intervals (eti89) cover" in out and "eti89_lb" in out
     from pgm_rl import io
 
     dt = io.load(str(out_file))
@@ -68,6 +70,11 @@ def test_irl_runs_on_saved_demonstrations(capsys, problem, tmp_path):
     # never over an existing file without --overwrite, refused before any work
     again = run(capsys, *base(problem, "--demos", problem["demos"], *RUN), "--out", out_file)
     assert_one_line_error(again, "exists", "--overwrite")
+    again = run(capsys, *base(problem, "--demos", problem["demos"], *RUN), "--plots", pics)
+    assert_one_line_error(again, "exists", "--overwrite", cli.REWARD_POSTERIOR_FILE)
+    # report says what the file is (was: "constant_data variable 'next_state' is missing")
+    result = run(capsys, "report", out_file)
+    assert_one_line_error(result, repr(str(out_file)), "'pgm-rl irl' result", "not an MCMC run")
 
 
 def test_irl_exact_demonstrations_soft_bellman_features_file(capsys, problem, tmp_path):
@@ -134,6 +141,17 @@ def test_irl_unknown_likelihood(capsys, problem):
 def test_irl_bad_arguments(capsys, problem, extra, words):
     extra = [problem["demos"] if word == "DEMOS" else word for word in extra]
     assert_one_line_error(run(capsys, *base(problem, *extra)), *words)
+
+
+@pytest.mark.parametrize("beta", ["1e300", "1e16"])
+def test_irl_refuses_a_beta_nuts_cannot_move(capsys, problem, monkeypatch, beta):
+    """Was: NUTS ran, every chain stayed at its start, and the advice was to run longer."""
+    import numpyro.infer
+
+    monkeypatch.setattr(numpyro.infer, "MCMC", None)  # never reached
+    result = run(capsys, *base(problem, "--demos", problem["demos"], "--beta", beta))
+    # 12 demonstrations of T = 4 steps, one-hot features, prior sd 1: at most 1 / (48 eps)
+    assert_one_line_error(result, f"--beta {float(beta):g}", "12 * 4 * 1 * 1", "at most 9.38e+13")
 
 
 def test_irl_help_lists_the_options(capsys):

@@ -176,17 +176,22 @@ def test_summary_agrees_with_arviz_stats(tree):
         float(azs.mcse(returns, sample_dims=dims, method="mean"))
     )
     assert table.loc["return", "mean"] == pytest.approx(float(returns.mean()))
-    goal = tree.attrs["best_state"]
-    for step in range(1, HORIZON + 1):
-        at = (tree["posterior"]["states"].sel(step=step) == goal).astype(float)
-        row = table.loc[f"at_best[{step}]"]
+    final = tree["posterior"]["states"].sel(step=HORIZON)
+    ends = table.attrs["end_states"]
+    counts = np.bincount(final.values.ravel(), minlength=9)
+    assert ends == sorted(ends, key=lambda state: -counts[state])  # most frequent first
+    assert counts[ends[:-1]].sum() < 0.9 * final.size <= counts[ends].sum()  # the fewest for 90%
+    for state, name in zip(ends, table.index[1:-1], strict=True):
+        row_, col = divmod(state, 3)
+        assert name == f"end[cell=({row_}, {col})]"
+        at = (final == state).astype(float)
+        row = table.loc[name]
         assert row["mean"] == pytest.approx(float(at.mean()))
-        if float(at.std()) > 0:
-            assert row["r_hat"] == pytest.approx(float(azs.rhat(at, sample_dims=dims)))
-            assert row["mcse_mean"] == pytest.approx(
-                float(azs.mcse(at, sample_dims=dims, method="mean"))
-            )
-    assert len(table) == HORIZON + 2  # return, at_best[1..T], the worst occupancy indicator
+        assert row["r_hat"] == pytest.approx(float(azs.rhat(at, sample_dims=dims)))
+        assert row["mcse_mean"] == pytest.approx(
+            float(azs.mcse(at, sample_dims=dims, method="mean"))
+        )
+    assert len(table) == len(ends) + 2  # return, the end rows, the worst occupancy indicator
     assert table.index[-1].startswith("occupancy[t=")
     assert table.attrs["worst_r_hat"] == pytest.approx(table["r_hat"].max())
     assert table.attrs["worst_r_hat_at"] == table["r_hat"].astype(float).idxmax()
@@ -256,7 +261,8 @@ def test_env_round_trip(tree, env):
     assert type(rebuilt) is TabularMDP and rebuilt.start_state == 2
     np.testing.assert_array_equal(rebuilt.reward, mdp.reward)
     table = summary(tabular)  # one chain: no R-hat anywhere
-    assert len(table) == HORIZON + 2 and table.index[-1] == "occupancy[no R-hat]"
+    assert len(table) == len(table.attrs["end_states"]) + 2
+    assert table.index[1].startswith("end[state=") and table.index[-1] == "occupancy[no R-hat]"
     assert np.isnan(table.attrs["worst_r_hat"]) and not table.attrs["flagged"]
     two_chains = {"actions": np.asarray(exact.sample(jax.random.key(1), 40)["actions"])}
     two_chains["actions"] = two_chains["actions"].reshape(2, 20, HORIZON)

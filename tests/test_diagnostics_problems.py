@@ -138,21 +138,25 @@ def test_correct_runs_are_not_flagged():
 
 
 def test_thresholds_are_exact_iid_quantiles(stuck):
-    """The thresholds are mean + 4 sd of what sets of n_ref exact iid draws show."""
+    """The return threshold is mean + 4 sd of what sets of n_ref exact iid draws show; the TV
+    thresholds are binomial replicates at the per-indicator effective sizes."""
     env = pgm_rl.GridWorld([[0.0, 1.0], [2.0, -1.0]], (0, 0))
     exact = pgm_rl.solve(env, 3, 1.0)
     draws = exact.sample(jax.random.key(3), 600)
     tree = to_datatree({"actions": np.asarray(draws["actions"]).reshape(2, 300, 3)}, env, exact)
     comparison = compare_to_exact(tree, key=jax.random.key(5), replicates=8)
-    n_tv = int(comparison["n_ref_tv"])
-    tvs = []
-    for key in jax.random.split(jax.random.key(5), 8):
-        ref = np.asarray(exact.sample(key, max(n_tv, int(comparison["n_ref_return"])))["states"])
-        marginals = pgm_rl.diagnostics.empirical_state_marginals(ref[:n_tv], env.n_states)
-        tvs.append(pgm_rl.diagnostics.tv_distance(marginals, exact.state_marginals).mean())
-    assert float(comparison["tv_threshold"]) == pytest.approx(
-        np.mean(tvs) + 4 * np.std(tvs, ddof=1)
+    n_ret = int(comparison["n_ref_return"])
+    bucket = 1 << (n_ret - 1).bit_length()
+    _, return_key = jax.random.split(jax.random.key(5))
+    errors = []
+    for key in jax.random.split(return_key, 8):
+        returns = np.asarray(exact.sample(key, bucket)["rewards"])[:n_ret].sum(-1)
+        errors.append(abs(returns.mean() - exact.expected_return))
+    assert float(comparison["return_error_threshold"]) == pytest.approx(
+        np.mean(errors) + 4 * np.std(errors, ddof=1)
     )
+    sizes = comparison["occupancy_ess"].values
+    assert np.all((sizes >= 20) & (sizes <= 600))
     again = compare_to_exact(tree, exact, key=jax.random.key(5), replicates=8)
     assert float(again["tv_threshold"]) == float(comparison["tv_threshold"])
     with pytest.raises(ValueError, match="replicates"):

@@ -197,3 +197,27 @@ class _NoTable(gym.Env):
 def test_bad_environments(make, kwargs, error, match):
     with pytest.raises(error, match=match):
         from_gymnasium(make(), **kwargs)
+
+
+class _Table(gym.Env):
+    """Two states, one action: P[0][0] leads to ``next_state`` (the table under test)."""
+
+    observation_space = gym.spaces.Discrete(2)
+    action_space = gym.spaces.Discrete(1)
+    initial_state_distrib = np.array([1.0, 0.0])
+
+    def __init__(self, next_state):
+        self.P = {0: {0: [(1.0, next_state, 0.0, False)]}, 1: {0: [(1.0, 1, 0.0, False)]}}
+
+
+@pytest.mark.parametrize("next_state", [1.7, 0.5, float("nan"), "1", True])
+def test_a_non_integer_next_state_is_refused(next_state):
+    # before: 1.7 and 0.5 were truncated to 1 and 0 silently
+    with pytest.raises(ValueError, match=r"P\[0\]\[0\]: next_state must be an integer state"):
+        from_gymnasium(_Table(next_state))
+
+
+@pytest.mark.parametrize("next_state", [1, np.int64(1), 1.0, np.float32(1.0)])
+def test_integer_next_states_of_any_type_convert(next_state):
+    mdp = from_gymnasium(_Table(next_state))
+    assert int(mdp.outcome_states[0, 0, 0]) == 1

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -354,7 +355,7 @@ def test_without_hard_links_the_save_still_refuses_a_file_that_appeared(
     assert _files(tmp_path) == ["new.nc", "run.nc"]
 
 
-def test_temporary_file_is_named_for_its_target_and_process_and_locked(tree, tmp_path, monkeypatch):
+def test_temporary_file_is_named_for_its_process_and_locked(tree, tmp_path, monkeypatch):
     seen = []
     real_fsync = os.fsync
 
@@ -371,7 +372,8 @@ def test_temporary_file_is_named_for_its_target_and_process_and_locked(tree, tmp
     monkeypatch.setattr(os, "fsync", fsync)
     io.save(tree, tmp_path / "run.nc")
     assert len(seen) == 1
-    assert re.fullmatch(rf"\.run\.nc\.pgm-rl-{os.getpid()}-[0-9a-f]+\.tmp", seen[0]), seen
+    # short, whatever the target's name: any name the filesystem takes can be saved
+    assert re.fullmatch(rf"\.pgm-rl-{os.getpid()}-[0-9a-f]{{8}}\.tmp", seen[0]), seen
     assert _files(tmp_path) == ["run.nc"]
     mode = os.stat(tmp_path / "run.nc").st_mode & 0o777
     umask = os.umask(0)
@@ -387,22 +389,20 @@ def _dead_pid():
 
 def test_orphans_of_dead_saves_are_removed_and_live_ones_kept(tree, tmp_path):
     dead = _dead_pid()
-    orphan = tmp_path / f".run.nc.pgm-rl-{dead}-0badcafe.tmp"
-    live = tmp_path / f".run.nc.pgm-rl-{os.getpid()}-1234abcd.tmp"  # a save in progress here
-    locked = tmp_path / f".run.nc.pgm-rl-{dead}-5eed5eed.tmp"  # pid unknown here, lock held
-    other_target = tmp_path / f".other.nc.pgm-rl-{dead}-feedbeef.tmp"
+    orphan = tmp_path / f".pgm-rl-{dead}-0badcafe.tmp"
+    old_style = tmp_path / f".other.nc.pgm-rl-{dead}-feedbeef.tmp"  # earlier versions' names
+    live = tmp_path / f".pgm-rl-{os.getpid()}-1234abcd.tmp"  # a save in progress here
+    locked = tmp_path / f".pgm-rl-{dead}-5eed5eed.tmp"  # pid unknown here, lock held
     unrelated = tmp_path / ".run.nc.backup"
-    for file in (orphan, live, locked, other_target, unrelated):
+    for file in (orphan, old_style, live, locked, unrelated):
         file.write_bytes(b"x" * 100)
     handle = os.open(locked, os.O_RDONLY)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         io.save(tree, tmp_path / "run.nc")
-        # the next save to run.nc removed its own orphan only
-        assert _files(tmp_path) == sorted(
-            [live.name, locked.name, other_target.name, unrelated.name, "run.nc"]
-        )
-        assert io.remove_orphans(tmp_path) == [str(other_target)]
+        # the next save into the folder removed the orphans of dead saves only
+        assert _files(tmp_path) == sorted([live.name, locked.name, unrelated.name, "run.nc"])
+        assert io.remove_orphans(tmp_path) == []
     finally:
         os.close(handle)
     assert io.remove_orphans(tmp_path) == [str(locked)]  # its lock is gone now
@@ -445,3 +445,98 @@ def test_a_save_killed_outright_leaves_an_orphan_that_the_next_save_removes(tree
     io.save(tree, path)
     assert _files(tmp_path) == ["run.nc"]
     xr.testing.assert_identical(io.load(path), tree)
+
+
+# ----------------------------------------------------------------------------- issue 17
+
+
+def test_only_regular_files_are_replaced(tree, tmp_path):
+    """A FIFO, a symbolic link (to a file, or dangling) or a device is refused, even with
+    overwrite=True, and left as it was; before, os.replace put a regular file in its place."""
+    fifo = tmp_path / "fifo.nc"
+    os.mkfifo(fifo)
+    target = tmp_path / "target.nc"
+    target.write_bytes(b"precious")
+    link = tmp_path / "link.nc"
+    link.symlink_to(target.name)
+    dangling = tmp_path / "dangling.nc"
+    dangling.symlink_to("nowhere.nc")
+    for path, kind in [
+        (fifo, "a FIFO"),
+        (link, "a symbolic link"),
+        (dangling, "a symbolic link"),
+    ]:
+        for overwrite in (True, False):
+            with pytest.raises(ValueError, match=f"is {kind}.*not a regular file"):
+                io.save(tree, path, overwrite=overwrite)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert os.readlink(link) == "target.nc" and target.read_bytes() == b"precious"
+    assert os.readlink(dangling) == "nowhere.nc"
+    assert _files(tmp_path) == ["dangling.nc", "fifo.nc", "link.nc", "target.nc"]
+
+
+def test_a_fifo_that_appears_during_the_save_is_not_replaced(tree, tmp_path, monkeypatch):
+    path = tmp_path / "run.nc"
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        real_fsync(fd)
+        os.mkfifo(path)  # appears after the checks, before the rename
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(ValueError, match="is a FIFO"):
+        io.save(tree, path, overwrite=True)
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    assert _files(tmp_path) == ["run.nc"]  # no temporary file left
+
+
+def test_names_up_to_the_filesystem_limit_are_saved_longer_ones_refused_first(
+    tree, tmp_path, monkeypatch
+):
+    """255 bytes is the usual NAME_MAX: a 250-byte name failed before (the temporary file's
+    name was the target's plus 26 bytes); longer names and "" are refused before serialising."""
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    for length in (230, name_max):
+        path = tmp_path / ("r" * (length - 3) + ".nc")
+        io.save(tree, path)
+        xr.testing.assert_identical(io.load(path), tree)
+        os.remove(path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("serialised before the name was checked")
+
+    monkeypatch.setattr(xr.DataTree, "to_netcdf", never)
+    too_long = tmp_path / ("r" * (name_max - 2) + ".nc")
+    with pytest.raises(ValueError, match=rf"name of {name_max + 1} bytes.*at most {name_max}"):
+        io.save(tree, too_long)
+    with pytest.raises(ValueError, match="is empty"):
+        io.save(tree, "")
+    assert _files(tmp_path) == []
+
+
+def test_orphan_staging_folders_of_dead_processes_are_removed(tmp_path):
+    """Before, pgm-rl's staging folders (.pgm-rl-pictures-XXXX) had no pid and a SIGKILLed
+    command's folder stayed forever; now the next save or command in that folder removes it."""
+    dead = _dead_pid()
+    orphan = tmp_path / f".pgm-rl-pictures-{dead}-abc_12xy"
+    live = tmp_path / f".pgm-rl-pictures-{os.getpid()}-zzzz9999"
+    locked = tmp_path / f".pgm-rl-pictures-{dead}-lock0000"
+    for folder in (orphan, live, locked):
+        folder.mkdir()
+        (folder / "policy.png").write_bytes(b"png")
+    handle = os.open(locked, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert io.remove_orphans(tmp_path) == [str(orphan)]
+    finally:
+        os.close(handle)
+    staging, lock = io._new_staging_folder(tmp_path)  # what the command does: removes orphans
+    try:
+        assert re.fullmatch(
+            rf"\.pgm-rl-pictures-{os.getpid()}-[0-9a-z_]+", os.path.basename(staging)
+        )
+        assert _files(tmp_path) == sorted([live.name, os.path.basename(staging)])
+        assert io.remove_orphans(tmp_path) == []  # our own, locked: kept
+    finally:
+        shutil.rmtree(staging)
+        os.close(lock)

@@ -227,7 +227,7 @@ def test_max_likelihood_is_a_stationary_point_and_recovers_theta():
     theta = np.array([0.8, -0.5])
     truth = pgm_rl.GridWorld((features @ theta).reshape(3, 3), env.start)
     demos = _demos(truth, 6, 1.0, 2000)
-    fit = irl.max_likelihood(env, features, demos, 1.0)
+    fit = irl.max_likelihood(env, features, demos, 1.0, prior_scale=None)  # the plain MLE
     assert bool(fit.converged)
     grad = jax.grad(irl.log_likelihood)(fit.theta, env, features, demos)
     assert np.max(np.abs(grad)) < 1e-3 * 2000 * 6
@@ -245,7 +245,7 @@ def test_max_likelihood_on_slippery_grid_soft_bellman():
     theta = np.array([-0.6, 0.9])
     truth = pgm_rl.GridWorld((features @ theta).reshape(3, 3), (0, 0), slip=0.2)
     demos = pgm_rl.soft_bellman(truth, 6, 1.0).sample(jax.random.key(1), 3000)
-    fit = irl.max_likelihood(env, features, demos, 1.0, "soft_bellman")
+    fit = irl.max_likelihood(env, features, demos, 1.0, "soft_bellman", prior_scale=None)
     assert bool(fit.converged)
     np.testing.assert_allclose(fit.theta, theta, atol=0.1)
 

@@ -269,7 +269,7 @@ def test_fit_policy_to_samples_forward_kl():
     "samples, kwargs, error, words",
     [
         ([1, 2], {}, TypeError, "samples"),
-        ({"actions": np.zeros((2, 3))}, {}, ValueError, "int array"),
+        ({"actions": np.zeros((2, 3))}, {}, TypeError, r"'actions'\] must be an integer array"),
         ({"actions": np.full((2, 3), 7)}, {}, ValueError, "actions"),
         ({"actions": np.zeros((2, 3), int)}, {"prior_counts": 0.0}, ValueError, "prior_counts"),
         ({"actions": np.zeros((2, 3), int)}, {"parametrization": "x"}, ValueError, "parametriz"),

@@ -24,6 +24,7 @@ _EXPORTS = {
     "TrajectoryMH": "pgm_rl.kernels.trajectory_mh",
     "make_kernel": "pgm_rl.kernels.registry",
     "mh_accept": "pgm_rl.kernels.base",
+    "record_of": "pgm_rl.kernels.registry",
 }
 
 __all__ = sorted(_EXPORTS)

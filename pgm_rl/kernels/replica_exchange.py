@@ -3,8 +3,9 @@
 Rung ``k`` runs a base kernel on the posterior at ``betas[k]`` (``betas[0]`` is the model's
 beta, the target); after every step neighbouring rungs propose to swap their trajectories,
 accepted with ``log u < (beta_k - beta_{k+1}) * (R_{k+1} - R_k)`` where ``R`` is the return.
-Even steps try the pairs (0, 1), (2, 3), ...; odd steps (1, 2), (3, 4), ... Each rung uses
-the same compiled pure step with its beta as an argument (vmapped over the rungs).
+Even steps try the pairs (0, 1), (2, 3), ...; odd steps (1, 2), (3, 4), ... (with two rungs
+their one pair every step, so every step tries a pair). Each rung uses the same compiled pure
+step with its beta as an argument (vmapped over the rungs).
 """
 
 import numbers
@@ -55,7 +56,7 @@ def build_kernel(base_step, betas):
         accept_prob = infos.accept_prob[0]
         ret = rungs.ret
         log_ratio = (betas[:-1] - betas[1:]) * (ret[1:] - ret[:-1])
-        tried = pair % 2 == state.i % 2
+        tried = (pair % 2 == state.i % 2) | (num_rungs == 2)  # two rungs: no odd pairs
         log_u = jnp.log(random.uniform(swap_key, (num_rungs - 1,), ret.dtype))
         swapped = (tried & (log_u < log_ratio)).astype(jnp.int32)
         zeros = jnp.zeros(1, jnp.int32)

@@ -139,3 +139,17 @@ def test_inverse_cdf_never_picks_a_zero_probability_category():
     np.testing.assert_array_equal(picks, [1, 1, 3, 3])
     draws = positive_uniform(jax.random.key(0), (10000,), jnp.float64)
     assert float(draws.min()) > 0.0 and float(draws.max()) <= 1.0
+
+
+def test_replica_exchange_with_two_rungs_tries_the_pair_every_step():
+    """One pair: the even/odd alternation would leave odd steps with no pair (swap rate 0/0)."""
+    rungs = RegenerationState(jnp.arange(2)[:, None] * jnp.ones((2, 2), jnp.int32),
+                              jnp.array([3.0, 3.0]))  # fmt: skip
+    step = replica_exchange.build_kernel(stub_step, jnp.array([1.0, 0.5]))
+    state = replica_exchange.ReplicaExchangeState(rungs, jnp.array(0), jnp.array(0.0))
+    for i in range(3):
+        state, info = step(jax.random.key(i), state)
+        # equal returns: the swap's log ratio is 0, so it is accepted with probability 1
+        assert float(state.swap_accept_prob) == 1.0, i
+        assert bool(info.is_accepted), i
+    np.testing.assert_array_equal(state.rungs.actions[:, 0], [1, 0])  # swapped three times
