@@ -38,12 +38,13 @@ demo: venv
 	$(PY) examples/frozen_lake.py --out report
 	$(PY) examples/irl_recovery.py --out report
 
-# Default tests, then the statistical tests marked slow, on 2 worker processes (pytest-xdist);
+# Default tests (cheapest XLA code generation: they mostly compile), then the statistical tests
+# marked slow (optimised code: they mostly run), on 2 worker processes (pytest-xdist);
 # pytest's "no tests collected" (5) is not a failure.
 PYTEST_WORKERS ?= 2
 test: venv
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) || [ $$? -eq 5 ]
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow || [ $$? -eq 5 ]
+	PGM_RL_TEST_OPTIMISE=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow || [ $$? -eq 5 ]
 
 test-fast: venv
 	$(PY) -m pytest -q -x
