@@ -1,6 +1,10 @@
 """Test helpers: brute-force posteriors and tolerances derived from the effective sample size."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import arviz_stats
 import jax
@@ -8,6 +12,7 @@ import numpy as np
 from numpyro.infer import MCMC
 from scipy.special import logsumexp
 
+import pgm_rl
 from pgm_rl import rollout
 
 
@@ -111,3 +116,27 @@ def assert_one_line_error(result, *words):
     assert "Traceback" not in err
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def run_float32_script(script, cwd, *args, timeout=600):
+    """Run ``script`` in a fresh interpreter with JAX's default float32; return its last line as JSON.
+
+    The tests force float64 (conftest.py), so float32 behaviour is checked in a child process that
+    imports the same pgm_rl and shares the tests' persistent compilation cache.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    package_root = os.path.dirname(os.path.dirname(pgm_rl.__file__))
+    env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
+    env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

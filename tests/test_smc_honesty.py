@@ -5,10 +5,6 @@ each other or with the exact log Z far beyond their SEs, and the weights' bookke
 ``beta |r|`` (normalised in the working precision: ``logsumexp == 0``, ESS <= N, SE <= 1).
 """
 
-import json
-import os
-import subprocess
-import sys
 import warnings
 
 import jax
@@ -16,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import random_grid
 from helpers import run_cli as run
+from helpers import run_float32_script
 from jax.scipy.special import logsumexp
 from test_smc import trap_grid
 from test_variational_smc import poor_proposal, slippery_grid
@@ -210,20 +207,7 @@ print(json.dumps({"lse": float(logsumexp(result.log_weights)), "ess": float(resu
 @pytest.mark.slow  # a fresh interpreter (11-15 s); the float64 test above runs the same code
 def test_weights_normalised_in_float32(tmp_path):
     """Before: ESS 3.8e4 for N = 1000 at beta 1e8 (the weights summed to e^-2.5)."""
-    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    package_root = os.path.dirname(os.path.dirname(pgm_rl.__file__))
-    env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, "-c", F32_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = run_float32_script(F32_SCRIPT, tmp_path)
     assert abs(found["lse"]) < 1e-5
     assert 1.0 <= found["ess"] <= 1000.0 * (1 + 1e-6)
     assert 0.0 <= found["se"] <= 1.0 and abs(found["z"]) <= 4.0

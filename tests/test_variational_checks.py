@@ -1,10 +1,6 @@
 """Variational fits that must not be silently wrong: given samples checked like IRL's
 demonstrations, diverging fits warn, the features natural gradient is sound in float32."""
 
-import json
-import os
-import subprocess
-import sys
 import warnings
 
 import jax
@@ -12,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import random_grid
+from helpers import run_float32_script
 
 import pgm_rl
 from pgm_rl import irl
@@ -155,24 +152,8 @@ print(json.dumps(out))
 
 
 def test_features_natural_gradient_is_sound_in_float32(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    package_root = os.path.dirname(os.path.dirname(pgm_rl.__file__))
-    env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
-    # the tests' persistent compilation cache (conftest.py), for the child's float32 programs
-    env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    result = subprocess.run(
-        [sys.executable, "-c", F32_FEATURES],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-        check=False,
-    )
     # before: "diverged: the ELBO is nan at step 1" (zeros), 6 (one-hot), 43 (random)
-    assert result.returncode == 0, result.stderr[-3000:]
-    f32 = json.loads(result.stdout.strip().splitlines()[-1])
+    f32 = run_float32_script(F32_FEATURES, tmp_path)
     # the same fits in float64
     rng = np.random.default_rng(0)
     grid = pgm_rl.GridWorld(rng.uniform(-2, 2, (3, 3)), (1, 1))
