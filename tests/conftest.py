@@ -45,3 +45,19 @@ def tv_tolerance(num_effective, n_states, z=4.0):
 def small_problem():
     """A non-degenerate enumerable problem: 3x3 random grid, T = 5, beta = 0.5."""
     return random_grid(1), 5, 0.5
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make every command's work (solving, loading, fitting) fail the test: a command's outputs
+    must be refused before it."""
+    import pgm_rl.cli
+    import pgm_rl.exact
+    import pgm_rl.io
+
+    def fail(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(pgm_rl.exact, "solve", fail)
+    monkeypatch.setattr(pgm_rl.io, "load", fail)
+    monkeypatch.setattr(pgm_rl.cli, "_fit", fail)

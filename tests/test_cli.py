@@ -390,19 +390,6 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Make solving and loading fail the test: the outputs must be refused before them."""
-    import pgm_rl.exact
-    import pgm_rl.io
-
-    def fail(*args, **kwargs):
-        raise AssertionError("work started before the outputs were checked")
-
-    monkeypatch.setattr(pgm_rl.exact, "solve", fail)
-    monkeypatch.setattr(pgm_rl.io, "load", fail)
-
-
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(
     capsys, tiny_grid, tmp_path, read_only_dir, no_work
 ):

@@ -30,20 +30,6 @@ COMMANDS = {
 TAKES_OUT = ("sample", "irl", "fit")
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Make every command's work fail the test: outputs must be refused before it."""
-    import pgm_rl.exact
-    import pgm_rl.io
-
-    def fail(*args, **kwargs):
-        raise AssertionError("work started before the outputs were checked")
-
-    monkeypatch.setattr(pgm_rl.exact, "solve", fail)
-    monkeypatch.setattr(pgm_rl.io, "load", fail)
-    monkeypatch.setattr(cli, "_fit", fail)
-
-
 def _listing(folder):
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
 
