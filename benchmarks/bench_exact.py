@@ -2,7 +2,8 @@
 
 For each random grid (rewards uniform in [-2, 2]) and horizon, prints the median wall time of
 ``solve`` after compilation (``jax.block_until_ready`` on every output), the share of it spent
-in the backward messages (``_backward``) and the forward marginals (``_forward``), the bytes of
+in the backward messages (``pgm_rl.messages.posterior_backward``) and the forward marginals
+(``pgm_rl.messages.forward``), the bytes of
 the stored arrays (``log_policy`` (T, S, A) and ``state_marginals`` (T + 1, S)), and the ratio
 against a baseline run in the same process: a plain NumPy backward-forward pass (max-shifted
 logsumexp, ``np.add.at`` scatter) in the same precision, whose ``log Z`` is also compared.
@@ -63,19 +64,21 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def bench_case(pgm_rl, exact, env, horizon, beta, repeats, dtype):
+def bench_case(pgm_rl, messages, env, horizon, beta, repeats, dtype):
     posterior = pgm_rl.solve(env, horizon, beta)  # compile
     outputs = lambda p: (p.log_policy, p.state_marginals, p.action_marginals)  # noqa: E731
     jax.block_until_ready(outputs(posterior))
     solve_s = median_time(lambda: outputs(pgm_rl.solve(env, horizon, beta)), repeats)
 
-    next_state = jax.numpy.asarray(env.next_state)
-    scaled = jax.numpy.asarray(beta * env.reward, dtype)
-    zeros = jax.numpy.zeros_like(scaled)
-    backward = partial(exact._backward, next_state, scaled, zeros, horizon)
-    log_policy, _ = jax.block_until_ready(backward())
+    dyn = messages.sparse_dynamics(env, beta)
+    backward = partial(messages.posterior_backward, *dyn.arrays, horizon)
+    log_policy, (v_hi, v_lo) = jax.block_until_ready(backward())
     backward_s = median_time(backward, repeats)
-    forward = partial(exact._forward, log_policy, env)
+    mu0 = posterior.state_marginals[0]
+    no_absorb = np.zeros(env.n_states, bool)
+    forward = partial(
+        messages.forward, mu0, log_policy, *dyn.arrays, v_hi, v_lo, no_absorb, posterior=True
+    )
     jax.block_until_ready(forward())
     forward_s = median_time(forward, repeats)
 
@@ -97,7 +100,7 @@ def main():
     args = parse_args()
     jax.config.update("jax_enable_x64", args.x64)
     import pgm_rl
-    from pgm_rl import exact
+    from pgm_rl import messages
 
     dtype = np.float64 if args.x64 else np.float32
     sides = (10, 30) if args.quick else (10, 30, 100)
@@ -117,7 +120,7 @@ def main():
     for side in sides:
         env = pgm_rl.GridWorld(rng.uniform(-2, 2, (side, side)), (side - 1, 0))
         for horizon in horizons:
-            row = bench_case(pgm_rl, exact, env, horizon, args.beta, repeats, dtype)
+            row = bench_case(pgm_rl, messages, env, horizon, args.beta, repeats, dtype)
             print(
                 f"{side:>4}x{side:<3} {env.n_states:>6} {horizon:>5} {1e3 * row['solve_s']:>9.2f} "
                 f"{1e3 * row['backward_s']:>9.2f} {1e3 * row['forward_s']:>9.2f} "

@@ -18,6 +18,10 @@ import time
 import warnings
 from collections.abc import Mapping
 
+import jax
+import numpy as np
+from numpyro.infer import MCMC
+
 from pgm_rl._checks import (
     check_beta,
     check_draws_fit,
@@ -25,6 +29,10 @@ from pgm_rl._checks import (
     check_positive_int,
     trajectory_draw_bytes,
 )
+from pgm_rl.diagnostics import compare_to_exact, to_datatree
+from pgm_rl.exact import ExactPosterior, solve
+from pgm_rl.kernels.registry import KERNELS, make_kernel
+from pgm_rl.model import trajectory_model
 
 __all__ = ["TABLE_COLUMNS", "compare_kernels", "format_table", "run_kernel"]
 
@@ -57,6 +65,7 @@ def run_kernel(
     progress_bar=False,
     model=None,
     log=None,
+    kernel_params=None,
 ):
     """Run the registered kernel ``name`` through NumPyro's ``MCMC``.
 
@@ -88,6 +97,10 @@ def run_kernel(
         :func:`pgm_rl.trajectory_model`.
     log : callable, optional
         Called with one line of text (``print``, say) for the lines above.
+    kernel_params : dict, optional
+        The kernel's parameters (names of its registry record's ``params``, e.g.
+        ``{"num_particles": 64}``; :func:`pgm_rl.kernels.registry.parse_kernel_args` reads them
+        from ``NAME=VALUE`` text); the record's defaults where not given.
 
     Returns
     -------
@@ -105,9 +118,6 @@ def run_kernel(
         ``beta`` (the environment is checked by the model), or draws that would not fit in
         memory (twice :func:`pgm_rl._checks.trajectory_draw_bytes` a draw), before anything runs.
     """
-    import jax
-    from numpyro.infer import MCMC
-
     record = _record(name)
     horizon = check_horizon(horizon)
     check_beta(beta)
@@ -118,7 +128,7 @@ def run_kernel(
     if not isinstance(progress_bar, bool):
         raise TypeError(f"progress_bar must be a bool, got {progress_bar!r}")
     if model is None:
-        from pgm_rl.model import trajectory_model as model
+        model = trajectory_model
     if not callable(model):
         raise TypeError(f"model must be a callable NumPyro model, got {model!r}")
     if log is not None and not callable(log):
@@ -130,7 +140,7 @@ def run_kernel(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_PROGRESS_WARNING)
         mcmc = MCMC(
-            record.make(model),
+            record.make(model, **(kernel_params or {})),
             num_warmup=warmup,
             num_samples=samples,
             num_chains=chains,
@@ -208,13 +218,6 @@ def compare_kernels(
         Naming the argument, before anything runs; also when the runs' trees and the
         diagnostics of one would not fit in memory.
     """
-    import jax
-    import numpy as np
-
-    from pgm_rl.diagnostics import compare_to_exact, to_datatree
-    from pgm_rl.exact import ExactPosterior, solve
-    from pgm_rl.kernels.registry import make_kernel
-
     names = _check_names(names)
     horizon = check_horizon(horizon)
     check_beta(beta)
@@ -361,8 +364,6 @@ def _number(value, fmt):
 
 def _record(name):
     """The registry record of ``name``, or TypeError/ValueError naming the argument."""
-    from pgm_rl.kernels.registry import KERNELS
-
     if not isinstance(name, str):
         raise TypeError(f"name must be a kernel name (str), got {name!r}")
     if name not in KERNELS:
@@ -371,8 +372,6 @@ def _record(name):
 
 
 def _check_names(names):
-    from pgm_rl.kernels.registry import KERNELS
-
     if isinstance(names, str) or not hasattr(names, "__iter__"):
         raise TypeError(f"names must be a sequence of kernel names, got {names!r}")
     names = list(names)

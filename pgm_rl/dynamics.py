@@ -1,26 +1,48 @@
-"""The one definition of moving through a tabular MDP."""
+"""The one definition of moving through a world, over outcomes, whatever is random in it.
+
+A trajectory is fixed by its start state, its actions (T,) and its outcome indices (T,): from
+``s_t`` taking ``a_t``, outcome ``k_t`` enters ``outcome_states[s_t, a_t, k_t]`` with reward
+``outcome_rewards[s_t, a_t, k_t]`` and prior probability ``outcome_probs[s_t, a_t, k_t]`` (see
+:mod:`pgm_rl.worlds.protocol`). On deterministic dynamics (K = 1) every outcome index is 0 and
+its log prior 0; on a single start state the start is fixed and its log prior 0: the same code
+moves through every kind of world. Only the defaults of :func:`rollout` and
+:func:`returns_to_go` ask which parts are random (:func:`pgm_rl.worlds.latent_sites`).
+"""
 
 import jax
 import jax.numpy as jnp
-from jax import lax, random
+import numpy as np
+from jax import lax
 
 from pgm_rl._checks import check_index_array
+from pgm_rl._sampling import positive_uniform
+from pgm_rl.worlds.checks import latent_sites
+
+__all__ = [
+    "draw_start",
+    "follow",
+    "log_values_to_go",
+    "returns_to_go",
+    "rollout",
+    "start_log_prob",
+]
 
 
 def rollout(mdp, actions, start_state=None, outcomes=None):
-    """Follow ``actions`` (and, for stochastic dynamics, the outcome indices) from the start state.
+    """Follow ``actions`` and the outcome indices from the start state.
 
     Parameters
     ----------
-    mdp : TabularMDP
+    mdp : TabularMDP (or another :class:`~pgm_rl.worlds.World`)
     actions : int array, shape (..., T)
     start_state : int array, shape (...), optional
-        Defaults to ``mdp.start_state`` (required when the start is random).
+        Defaults to the single start state (required when the start is random).
     outcomes : int array, shape (..., T), optional
-        For stochastic dynamics (required there): ``outcomes[..., t]`` is the index ``k`` of the
-        outcome of step t among ``mdp.outcome_states[s_t, a_t]`` (S, A, K), so the state entered
-        is ``outcome_states[s_t, a_t, k]`` and the reward ``outcome_rewards[s_t, a_t, k]``.
-        Ignored (may be omitted) for deterministic dynamics.
+        ``outcomes[..., t]`` is the index ``k`` of the outcome of step t among
+        ``mdp.outcome_states[s_t, a_t]`` (S, A, K), so the state entered is
+        ``outcome_states[s_t, a_t, k]`` and the reward ``outcome_rewards[s_t, a_t, k]``.
+        Required for stochastic dynamics; defaults to 0 (the only outcome) for deterministic
+        dynamics.
 
     Returns
     -------
@@ -31,64 +53,62 @@ def rollout(mdp, actions, start_state=None, outcomes=None):
     ------
     ValueError
         For an MDP with stochastic dynamics when ``outcomes`` is not given (actions alone do not
-        fix the states), or with a random start when ``start_state`` is not given.
+        fix the states), or with a random start when ``start_state`` is not given; for indices
+        out of range.
+    TypeError
+        For non-integer actions, outcomes or start states.
     """
-    random_dynamics = getattr(mdp, "has_random_dynamics", False)
-    if random_dynamics and outcomes is None:
-        raise ValueError(
-            "this MDP's dynamics are stochastic (actions alone do not fix the states): pass "
-            "outcomes (..., T), the outcome index of each step, to rollout; or draw whole "
-            "trajectories with pgm_rl.solve(...).sample or pgm_rl.soft_bellman(...).sample"
-        )
-    if start_state is None and getattr(mdp, "has_random_start", False):
-        raise ValueError("this MDP has a random start: pass start_state to rollout")
-    if random_dynamics:
-        return _rollout_outcomes(mdp, actions, start_state, outcomes)
-    next_state = jnp.asarray(mdp.next_state)
-    reward = jnp.asarray(mdp.reward)
+    outcomes = _outcomes_or_zeros(mdp, actions, outcomes, "rollout")
+    start_state = _start_or_fixed(mdp, start_state)
     actions = check_index_array(actions, "actions", "action ids")
     if actions.ndim == 0:
         raise ValueError(f"actions must have shape (..., T), got a scalar {actions!r}")
     _check_indices(actions, mdp.n_actions, "actions", "action ids")
-    if start_state is not None:
-        start_state = check_index_array(start_state, "start_state", "state indices")
-        _check_indices(start_state, mdp.n_states, "start_state", "state indices")
-    if start_state is None:
-        start_state = mdp.start_state
-    s0 = jnp.broadcast_to(jnp.asarray(start_state, next_state.dtype), actions.shape[:-1])
-
-    def step(state, action):
-        new_state = next_state[state, action]
-        return new_state, (new_state, reward[state, action])
-
-    _, (states, rewards) = lax.scan(step, s0, jnp.moveaxis(actions, -1, 0))
-    states = jnp.concatenate([s0[None], states], axis=0)
-    return jnp.moveaxis(states, 0, -1), jnp.moveaxis(rewards, 0, -1)
+    outcomes = check_index_array(outcomes, "outcomes", "outcome indices")
+    if outcomes.shape[-1:] != actions.shape[-1:]:
+        raise ValueError(
+            f"outcomes must have shape (..., T) like actions {actions.shape}, got {outcomes.shape}"
+        )
+    _check_indices(outcomes, mdp.n_outcomes, "outcomes", "outcome indices")
+    start_state = check_index_array(start_state, "start_state", "state indices")
+    _check_indices(start_state, mdp.n_states, "start_state", "state indices")
+    return _rollout(*_outcome_arrays(mdp), start_state, actions, outcomes)
 
 
-def returns_to_go(mdp, actions):
-    """Return of following ``actions[t:]`` from every state.
+@jax.jit  # compiled once per shape for eager calls (inlined under an outer jit)
+def _rollout(out_states, out_probs, out_rewards, start, actions, outcomes):
+    """:func:`rollout` after its checks: ``(states, rewards)``."""
+    shape = jnp.broadcast_shapes(actions.shape, outcomes.shape)
+    start = jnp.broadcast_to(start, shape[:-1])
+    actions, outcomes = (jnp.broadcast_to(x, shape) for x in (actions, outcomes))
+    return _follow(out_states, out_probs, out_rewards, start, actions, outcomes, None)[:2]
 
-    Parameters
-    ----------
-    mdp : TabularMDP
-    actions : int array, shape (T,)
 
-    Returns
-    -------
-    float array, shape (T + 1, S): ``G[t, s]`` is the return of ``actions[t:]`` taken from
-    state ``s`` at time t, with ``G[T] = 0``.
+def _outcomes_or_zeros(mdp, actions, outcomes, what):
+    """``outcomes``, or all 0 (shaped like ``actions``) where the dynamics are deterministic.
+
+    Raises ``ValueError`` naming ``what`` when they are missing on stochastic dynamics.
     """
-    next_state = jnp.asarray(mdp.next_state)
-    reward = jnp.asarray(mdp.reward)
+    if outcomes is not None:
+        return outcomes
+    if "outcomes" in latent_sites(mdp):
+        raise ValueError(
+            "this MDP's dynamics are stochastic (actions alone do not fix the states): pass "
+            f"outcomes (..., T), the outcome index of each step, to {what}; or draw whole "
+            "trajectories with pgm_rl.solve(...).sample or pgm_rl.soft_bellman(...).sample"
+        )
+    return jnp.zeros(jnp.shape(actions), jnp.int32)
 
-    def step(g_next, action):
-        g = reward[:, action] + g_next[next_state[:, action]]
-        return g, g
 
-    g_end = jnp.zeros(next_state.shape[0], reward.dtype)
-    _, g = lax.scan(step, g_end, actions, reverse=True)
-    return jnp.concatenate([g, g_end[None]])
+def _start_or_fixed(mdp, start_state):
+    """``start_state``, or the single start state; ``ValueError`` when the start is random."""
+    if start_state is not None:
+        return start_state
+    if "start" in latent_sites(mdp):
+        raise ValueError("this MDP has a random start: pass start_state to rollout")
+    probs = mdp.start_probs
+    xp = np if isinstance(probs, np.ndarray) else jnp  # concrete: a constant under jit
+    return xp.argmax(probs).astype(np.int32)
 
 
 def _check_indices(values, size, name, what):
@@ -104,105 +124,103 @@ def _check_indices(values, size, name, what):
         raise ValueError(f"{name} must lie in [0, {size}), the {what}")
 
 
-# ---------------------------------------------------------------- stochastic dynamics
-# A trajectory of a stochastic MDP is fixed by its start state, its actions and its outcome
-# indices k_t (which of the K listed outcomes of (s_t, a_t) happened): everything below moves
-# with ``follow``, the one step of stochastic dynamics.
-
-
-def _rollout_outcomes(mdp, actions, start_state, outcomes):
-    """:func:`rollout` for stochastic dynamics, checked (see there)."""
-    actions = check_index_array(actions, "actions", "action ids")
-    if actions.ndim == 0:
-        raise ValueError(f"actions must have shape (..., T), got a scalar {actions!r}")
-    _check_indices(actions, mdp.n_actions, "actions", "action ids")
-    outcomes = check_index_array(outcomes, "outcomes", "outcome indices")
-    if outcomes.shape[-1:] != actions.shape[-1:]:
-        raise ValueError(
-            f"outcomes must have shape (..., T) like actions {actions.shape}, got {outcomes.shape}"
-        )
-    _check_indices(outcomes, mdp.n_outcomes, "outcomes", "outcome indices")
-    if start_state is None:
-        start_state = mdp.start_state
-    else:
-        start_state = check_index_array(start_state, "start_state", "state indices")
-        _check_indices(start_state, mdp.n_states, "start_state", "state indices")
-    shape = jnp.broadcast_shapes(actions.shape, outcomes.shape)
-    start = jnp.broadcast_to(jnp.asarray(start_state, jnp.int32), shape[:-1])
-    states, rewards, _, _ = follow(
-        mdp, start, jnp.broadcast_to(actions, shape), jnp.broadcast_to(outcomes, shape)
-    )
-    return states, rewards
-
-
 def follow(mdp, start, actions, outcomes, noise=None, fresh=None):
-    """Move through stochastic dynamics, keeping some outcome indices and drawing the others.
+    """Move through the dynamics, keeping some outcome indices and drawing the others.
 
-    The one definition of a stochastic step: from ``s_t`` taking ``a_t``, outcome ``k_t``
-    enters ``outcome_states[s_t, a_t, k_t]`` with reward ``outcome_rewards[s_t, a_t, k_t]``
-    and prior probability ``outcome_probs[s_t, a_t, k_t]``. Where ``fresh[..., t]`` is true,
-    ``k_t`` is drawn from ``outcome_probs[s_t, a_t]`` by inverse CDF with ``noise[..., t]`` in
-    (0, 1] (given the state actually reached); elsewhere ``outcomes[..., t]`` is kept. Unchecked
+    The one definition of a step: from ``s_t`` taking ``a_t``, outcome ``k_t`` enters
+    ``outcome_states[s_t, a_t, k_t]`` with reward ``outcome_rewards[s_t, a_t, k_t]`` and prior
+    probability ``outcome_probs[s_t, a_t, k_t]``. Where ``fresh[..., t]`` is true, ``k_t`` is
+    drawn from ``outcome_probs[s_t, a_t]`` by inverse CDF with ``noise[..., t]`` in (0, 1]
+    (given the state actually reached); elsewhere ``outcomes[..., t]`` is kept. Unchecked
     (traceable).
 
     Parameters
     ----------
-    mdp : TabularMDP
+    mdp : TabularMDP (or another :class:`~pgm_rl.worlds.World`)
     start : int array, shape (...)
     actions, outcomes : int arrays, shape (..., T)
     noise : float array, shape (..., T), optional
+        Needed with ``fresh``.
     fresh : bool array, shape (..., T) or (T,), optional
-        Default: keep every outcome.
+        Default: keep every outcome (nothing is drawn).
 
     Returns
     -------
     states : int32 (..., T + 1)
     rewards : float (..., T)
     outcomes : int32 (..., T), the kept or drawn outcome indices
-    log_probs : float (..., T), ``log outcome_probs[s_t, a_t, k_t]`` (-inf for an impossible one)
+    log_probs : float (..., T), ``log outcome_probs[s_t, a_t, k_t]`` (-inf for an impossible one;
+        0 throughout on deterministic dynamics)
     """
-    out_states = jnp.asarray(mdp.outcome_states)
-    out_probs = jnp.asarray(mdp.outcome_probs)
-    out_rewards = jnp.asarray(mdp.outcome_rewards)
     actions = jnp.asarray(actions, jnp.int32)
-    outcomes = jnp.asarray(outcomes, jnp.int32)
+    draws = None
+    if fresh is not None:
+        draws = tuple(jnp.broadcast_to(x, actions.shape) for x in (noise, fresh))
+    return _follow(*_outcome_arrays(mdp), start, actions, outcomes, draws)
+
+
+def _outcome_arrays(mdp):
+    """``(outcome_states, outcome_probs, outcome_rewards)`` as JAX arrays."""
+    return tuple(
+        jnp.asarray(x) for x in (mdp.outcome_states, mdp.outcome_probs, mdp.outcome_rewards)
+    )
+
+
+def _follow(out_states, out_probs, out_rewards, start, actions, outcomes, draws):
+    """:func:`follow` on the outcome arrays; ``draws`` is ``(noise, fresh)`` or None."""
     start = jnp.asarray(start, jnp.int32)
-    horizon = actions.shape[-1]
-    if fresh is None:
-        fresh = jnp.zeros(horizon, bool)
-        noise = jnp.ones(horizon, out_probs.dtype)
-    fresh = jnp.broadcast_to(fresh, actions.shape)
-    noise = jnp.broadcast_to(noise, actions.shape)
+    outcomes = jnp.asarray(outcomes, jnp.int32)
 
     def step(state, inputs):
-        action, kept, u, draw = inputs
-        probs = out_probs[state, action]  # (..., K)
-        cdf = jnp.cumsum(probs, axis=-1)
-        drawn = jnp.sum(cdf[..., :-1] < (u * cdf[..., -1])[..., None], axis=-1).astype(jnp.int32)
-        k = jnp.where(draw, drawn, kept)
-        prob = jnp.take_along_axis(probs, k[..., None], axis=-1)[..., 0]
+        action, k, draw = inputs
+        if draw is not None:
+            u, drawn_here = draw
+            cdf = jnp.cumsum(out_probs[state, action], axis=-1)  # (..., K)
+            drawn = jnp.sum(cdf[..., :-1] < (u * cdf[..., -1])[..., None], axis=-1)
+            k = jnp.where(drawn_here, drawn.astype(jnp.int32), k)
         new_state = out_states[state, action, k]
-        return new_state, (new_state, out_rewards[state, action, k], k, jnp.log(prob))
+        log_prob = jnp.log(out_probs[state, action, k])
+        return new_state, (new_state, out_rewards[state, action, k], k, log_prob)
 
-    inputs = tuple(jnp.moveaxis(x, -1, 0) for x in (actions, outcomes, noise, fresh))
-    _, (states, rewards, outcomes, log_probs) = lax.scan(step, start, inputs)
+    moved = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), (actions, outcomes, draws))
+    _, (states, rewards, outcomes, log_probs) = lax.scan(step, start, moved)
     states = jnp.concatenate([start[None], states], axis=0)
     return tuple(jnp.moveaxis(x, 0, -1) for x in (states, rewards, outcomes, log_probs))
 
 
 def draw_start(key, mdp, shape=()):
-    """Start states drawn from ``mdp.start_probs`` (int32, ``shape``); the start state if fixed."""
-    if not getattr(mdp, "has_random_start", False):
-        return jnp.full(shape, mdp.start_state, jnp.int32)
-    logits = jnp.log(jnp.asarray(mdp.start_probs))
-    return random.categorical(key, logits, shape=shape).astype(jnp.int32)
+    """Start states drawn from ``mdp.start_probs`` (int32, ``shape``); the start state if fixed.
+
+    Inverse CDF: one uniform per draw and a binary search, O(S + n log S) for n draws; a state of
+    probability 0 is never drawn (so a one-hot start always gives its state).
+    """
+    cdf = jnp.cumsum(jnp.asarray(mdp.start_probs))
+    u = positive_uniform(key, shape, cdf.dtype)
+    return jnp.searchsorted(cdf, u * cdf[-1], side="left").astype(jnp.int32)
 
 
 def start_log_prob(mdp, start):
     """``log start_probs[start]`` (0 for a fixed start)."""
-    if not getattr(mdp, "has_random_start", False):
-        return jnp.zeros(jnp.shape(start))
     return jnp.log(jnp.asarray(mdp.start_probs)[start])
+
+
+def returns_to_go(mdp, actions, outcomes=None):
+    """Return of following ``actions[t:]`` (and ``outcomes[t:]``) from every state.
+
+    Parameters
+    ----------
+    mdp : TabularMDP (or another :class:`~pgm_rl.worlds.World`)
+    actions : int array, shape (T,)
+    outcomes : int array, shape (T,), optional
+        The outcome index of each step; required for stochastic dynamics, 0 by default.
+
+    Returns
+    -------
+    float array, shape (T + 1, S): ``G[t, s]`` is the return of ``actions[t:]`` (with the given
+    outcome indices) taken from state ``s`` at time t, with ``G[T] = 0``.
+    """
+    outcomes = _outcomes_or_zeros(mdp, actions, outcomes, "returns_to_go")
+    return _to_go(mdp, actions, outcomes, lambda probs, rewards: rewards)
 
 
 def log_values_to_go(mdp, actions, outcomes, beta):
@@ -211,12 +229,12 @@ def log_values_to_go(mdp, actions, outcomes, beta):
     ``L[t, s] = sum_{u >= t} (log outcome_probs[s_u, a_u, k_u] + beta * outcome_rewards[s_u,
     a_u, k_u])`` along the path that starts in ``s`` at time t and follows the given action and
     outcome indices, with ``L[T] = 0``; ``-inf`` where that path takes an impossible outcome.
-    The stochastic counterpart of :func:`returns_to_go` (there the prior of the future is the
-    same from every state; here the outcome indices' probabilities change with the state).
+    ``beta`` times :func:`returns_to_go` plus the log prior of the outcomes (0 on deterministic
+    dynamics; on stochastic ones it changes with the state the path starts from).
 
     Parameters
     ----------
-    mdp : TabularMDP (stochastic dynamics)
+    mdp : TabularMDP (or another :class:`~pgm_rl.worlds.World`)
     actions, outcomes : int arrays, shape (T,)
     beta : float
 
@@ -224,17 +242,25 @@ def log_values_to_go(mdp, actions, outcomes, beta):
     -------
     float array, shape (T + 1, S)
     """
+    return _to_go(mdp, actions, outcomes, lambda probs, rewards: jnp.log(probs) + beta * rewards)
+
+
+def _to_go(mdp, actions, outcomes, value):
+    """``V[t, s] = value(p, r) + V[t + 1, s']`` along the fixed future, backwards; (T + 1, S).
+
+    ``p``, ``r`` and ``s'`` are the prior probability, reward and state entered of step t's
+    outcome from every state ``s`` (arrays (S,)).
+    """
     out_states = jnp.asarray(mdp.outcome_states)
     out_probs = jnp.asarray(mdp.outcome_probs)
     out_rewards = jnp.asarray(mdp.outcome_rewards)
 
-    def step(l_next, inputs):
+    def step(v_next, inputs):
         action, k = inputs
-        entered = out_states[:, action, k]
-        value = jnp.log(out_probs[:, action, k]) + beta * out_rewards[:, action, k]
-        value = value + l_next[entered]
-        return value, value
+        v = value(out_probs[:, action, k], out_rewards[:, action, k])
+        v = v + v_next[out_states[:, action, k]]
+        return v, v
 
-    l_end = jnp.zeros(out_states.shape[0], out_rewards.dtype)
-    _, values = lax.scan(step, l_end, (actions, outcomes), reverse=True)
-    return jnp.concatenate([values, l_end[None]])
+    v_end = jnp.zeros(out_states.shape[0], out_rewards.dtype)
+    _, values = lax.scan(step, v_end, (jnp.asarray(actions), jnp.asarray(outcomes)), reverse=True)
+    return jnp.concatenate([values, v_end[None]])

@@ -18,10 +18,9 @@ from pgm_rl._checks import (
     check_no_overflow,
     itemsize,
 )
-from pgm_rl._mdp_kinds import not_supported_error
 from pgm_rl._sampling import positive_uniform
 from pgm_rl.dynamics import follow, rollout
-from pgm_rl.envs import TabularMDP
+from pgm_rl.worlds import check_env, latent_sites
 
 
 def trajectory_model(env, horizon, beta):
@@ -68,7 +67,7 @@ def trajectory_model(env, horizon, beta):
     mdp = check_env(env)
     horizon = check_horizon(horizon)
     beta = check_beta(beta)
-    check_no_overflow(mdp.outcome_rewards if mdp.has_random_dynamics else mdp.reward, horizon, beta)
+    check_no_overflow(mdp.outcome_rewards, horizon, beta)
     # actions, states and rewards (T,) plus the scan's and NumPyro's copies of them
     check_fits_in_memory(
         4 * (horizon + 1) * (4 + itemsize()),
@@ -77,8 +76,9 @@ def trajectory_model(env, horizon, beta):
         "one trajectory's arrays",
         "use a shorter horizon",
     )
-    start = None
-    if mdp.has_random_start:
+    latents = latent_sites(mdp)  # start and outcomes default where they are not random
+    start, outcomes = None, None
+    if "start" in latents:
         start = numpyro.sample("start", dist.Categorical(probs=jnp.asarray(mdp.start_probs)))
     with numpyro.plate("time", horizon):
         actions = numpyro.sample(
@@ -86,12 +86,10 @@ def trajectory_model(env, horizon, beta):
             dist.Categorical(probs=jnp.full(mdp.n_actions, 1.0 / mdp.n_actions)),
             infer={"pgm_rl": {"mdp": mdp, "horizon": horizon, "beta": beta}},
         )
-        if mdp.has_random_dynamics:
+        if "outcomes" in latents:
             initial = mdp.start_state if start is None else start
             outcomes = numpyro.sample("outcomes", OutcomeIndices(mdp, initial, actions))
-            states, rewards = rollout(mdp, actions, start, outcomes)
-    if not mdp.has_random_dynamics:
-        states, rewards = rollout(mdp, actions, start)
+    states, rewards = rollout(mdp, actions, start, outcomes)
     numpyro.deterministic("states", states)
     numpyro.deterministic("rewards", rewards)
     numpyro.factor("optimality", beta * jnp.sum(rewards, axis=-1))
@@ -149,29 +147,6 @@ class OutcomeIndices(dist.Distribution):
         return values
 
 
-def check_deterministic(mdp, what):
-    """Return ``mdp`` if its dynamics and start are deterministic, else raise ``ValueError``.
-
-    For code that handles deterministic MDPs only (the model and the structure kernels, for
-    now): a stochastic MDP is refused, naming ``what`` and what to use instead.
-    """
-    if not mdp.is_deterministic:
-        raise not_supported_error(
-            f"{what} got a TabularMDP with "
-            + ("stochastic dynamics" if mdp.has_random_dynamics else "a random start")
-        )
-    return mdp
-
-
-def check_env(env):
-    """Return ``env`` if it is a :class:`TabularMDP`, else raise ``TypeError``."""
-    if not isinstance(env, TabularMDP):
-        raise TypeError(
-            f"env must be a pgm_rl.TabularMDP (e.g. a GridWorld), got {type(env).__name__}"
-        )
-    return env
-
-
 # The sites trajectory_model makes; kernels that exploit its structure accept nothing else.
 TRAJECTORY_SITES = {
     "time": "plate",
@@ -218,11 +193,7 @@ def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this ker
             "(it uses the MDP structure)"
         )
     mdp, horizon, beta = info["mdp"], info["horizon"], info["beta"]
-    expected_sites = dict(TRAJECTORY_SITES)
-    if mdp.has_random_start:
-        expected_sites["start"] = "sample"
-    if mdp.has_random_dynamics:
-        expected_sites["outcomes"] = "sample"
+    expected_sites = dict(TRAJECTORY_SITES) | dict.fromkeys(latent_sites(mdp), "sample")
     extra = [
         f"{name!r} ({_site_kind(entry)})"
         for name, entry in model_trace.items()

@@ -51,13 +51,19 @@ def small_problem():
 def no_work(monkeypatch):
     """Make every command's work (solving, loading, fitting) fail the test: a command's outputs
     must be refused before it."""
-    import pgm_rl.cli
+    import importlib
+
+    import pgm_rl.cli.fit
     import pgm_rl.exact
     import pgm_rl.io
+    from pgm_rl.cli.program import COMMANDS
+
+    for module in COMMANDS.values():  # first: a module imported under the patches keeps the fakes
+        importlib.import_module(module)
 
     def fail(*args, **kwargs):
         raise AssertionError("work started before the outputs were checked")
 
     monkeypatch.setattr(pgm_rl.exact, "solve", fail)
     monkeypatch.setattr(pgm_rl.io, "load", fail)
-    monkeypatch.setattr(pgm_rl.cli, "_fit", fail)
+    monkeypatch.setattr(pgm_rl.cli.fit, "_fit", fail)

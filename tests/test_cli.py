@@ -17,7 +17,8 @@ import pytest
 from helpers import assert_one_line_error
 from helpers import run_cli as run
 
-from pgm_rl import cli
+from pgm_rl.cli import options, problem
+from pgm_rl.cli.common import ENV_OCCUPANCY_FILE
 from pgm_rl.kernels.registry import KERNELS
 from pgm_rl.plots import PLOT_FILES
 
@@ -140,6 +141,9 @@ def test_existing_outputs_are_refused_before_any_work(
     capsys, tiny_grid, tmp_path, monkeypatch, command
 ):
     """The saved file and pictures stay byte-for-byte; nothing is solved or sampled."""
+    import pgm_rl.cli.compare
+    import pgm_rl.cli.report
+    import pgm_rl.cli.sample  # (before the patches: a module imported under them keeps them)
     import pgm_rl.exact
     import pgm_rl.io
 
@@ -415,8 +419,8 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(
         (["--plots", str(pics), "--overwrite"], ["--plots", "rank.png", "is a folder"]),
     ]
     before = sorted(str(path) for path in tmp_path.rglob("*"))
-    for options, words in cases:
-        result = run(capsys, *sample, *options)
+    for given, words in cases:
+        result = run(capsys, *sample, *given)
         assert_one_line_error(result, *words)
         assert "overwrite=True" not in result[2] and ".tmp" not in result[2]
     for command in (
@@ -457,12 +461,12 @@ def test_a_failure_after_the_work_leaves_nothing_new(
     --out to be overwritten is untouched, and no hidden staging file stays."""
     import errno
 
-    import pgm_rl.plots
+    import pgm_rl.plots.runs
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pgm_rl.plots, "plot_trace", full_disk)  # the last of PLOT_FILES
+    monkeypatch.setattr(pgm_rl.plots.runs, "plot_trace", full_disk)  # the last of PLOT_FILES
     out, pics = tmp_path / "out" / "run.nc", tmp_path / "out" / "new" / "pics"
     out.parent.mkdir()
     if existing_out:
@@ -582,7 +586,7 @@ PLAIN_LAKE = ["--env", "FrozenLake-v1", "--env-kwargs", "is_slippery=false"]
     ],
 )
 def test_env_kwargs_parse_values(text, expected):
-    parsed = cli._env_kwargs(text)
+    parsed = options.env_kwargs(text)
     assert parsed == expected
     assert all(type(parsed[key]) is type(value) for key, value in expected.items())
 
@@ -657,8 +661,8 @@ def test_exact_env_plots_the_map(capsys, tmp_path):
     pics = tmp_path / "pics"
     code, out, err = run(capsys, "exact", *PLAIN_LAKE, *TINY, "--plots", str(pics))
     assert code == 0, err
-    assert (pics / cli.ENV_OCCUPANCY_FILE).stat().st_size > 10_000
-    assert f"wrote {pics / cli.ENV_OCCUPANCY_FILE}" in out
+    assert (pics / ENV_OCCUPANCY_FILE).stat().st_size > 10_000
+    assert f"wrote {pics / ENV_OCCUPANCY_FILE}" in out
     result = run(capsys, "exact", *PLAIN_LAKE, *TINY, "--plots", str(pics))
     assert_one_line_error(result, "exists", "--overwrite")
     assert_one_line_error(run(capsys, "exact", *TINY, "--plots", str(pics)), "--plots", "--env")
@@ -725,9 +729,10 @@ def test_what_is_random_is_said():
     """Taxi's dynamics are deterministic, only its start is random (fit called it stochastic)."""
     pytest.importorskip("gymnasium")
     from pgm_rl.envs import from_gymnasium
+    from pgm_rl.worlds import describe_randomness
 
-    assert cli._randomness(from_gymnasium("Taxi-v4")) == "a random start over 300 states"
+    assert describe_randomness(from_gymnasium("Taxi-v4")) == "a random start over 300 states"
     lake = from_gymnasium("FrozenLake-v1", is_slippery=True)
-    assert cli._randomness(lake) == "stochastic dynamics"
-    advice = cli._deterministic_instead(lake)
+    assert describe_randomness(lake) == "stochastic dynamics"
+    advice = problem.deterministic_instead(lake)
     assert advice == "deterministic dynamics (--env-kwargs is_slippery=false)"

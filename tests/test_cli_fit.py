@@ -13,6 +13,8 @@ from helpers import assert_one_line_error
 from helpers import run_cli as run
 
 from pgm_rl import cli, io
+from pgm_rl.cli.common import ELBO_TRACE_FILE, POLICY_FILE
+from pgm_rl.cli.options import PROPOSAL_KERNELS
 
 TINY = ["--horizon", "3", "--beta", "0.5"]
 QUIET = ["--no-progress"]
@@ -44,7 +46,7 @@ def test_fit_exact_prints_trace_kl_and_saves_policy_and_plots(tmp_path, capsys):
         assert name in dt.attrs
     assert dt.attrs["horizon"] == 3 and dt.attrs["objective"] == "exact"
     np.testing.assert_allclose(np.exp(dt["log_policy"].values).sum(-1), 1.0, atol=1e-12)
-    assert sorted(os.listdir(folder)) == sorted([cli.ELBO_TRACE_FILE, cli.POLICY_FILE])
+    assert sorted(os.listdir(folder)) == sorted([ELBO_TRACE_FILE, POLICY_FILE])
 
 
 def test_fit_score_stationary(capsys):
@@ -96,7 +98,7 @@ def test_smc_with_proposal(policy_file, capsys):
     assert abs(first - exact) < 1e-6  # the exact posterior as proposal: every weight equal
 
 
-@pytest.mark.parametrize("kernel", cli.PROPOSAL_KERNELS)
+@pytest.mark.parametrize("kernel", PROPOSAL_KERNELS)
 def test_sample_with_proposal(policy_file, tmp_path, capsys, kernel):
     """Fit, then sample with the policy (guided-particle-gibbs was: "GuidedParticleGibbs needs
     proposal, a callable", exit 2, whatever the file)."""

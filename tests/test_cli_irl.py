@@ -9,7 +9,7 @@ import pytest
 from helpers import assert_one_line_error
 from helpers import run_cli as run
 
-from pgm_rl import cli
+from pgm_rl.cli.common import REWARD_POSTERIOR_FILE
 
 GRID = "0,0,1\n0,-1,0\n0,0,2\n"
 RUN = ["--chains", "1", "--warmup", "50", "--samples", "50", "--no-progress"]
@@ -66,12 +66,12 @@ def test_irl_runs_on_saved_demonstrations(capsys, problem, tmp_path):
     assert dt["posterior"]["theta"].shape == (1, 50, 9)
     assert dt["constant_data"]["demo_actions"].shape == (12, 4)
     assert dt.attrs["likelihood"] == "trajectory"
-    assert (pics / cli.REWARD_POSTERIOR_FILE).stat().st_size > 10_000
+    assert (pics / REWARD_POSTERIOR_FILE).stat().st_size > 10_000
     # never over an existing file without --overwrite, refused before any work
     again = run(capsys, *base(problem, "--demos", problem["demos"], *RUN), "--out", out_file)
     assert_one_line_error(again, "exists", "--overwrite")
     again = run(capsys, *base(problem, "--demos", problem["demos"], *RUN), "--plots", pics)
-    assert_one_line_error(again, "exists", "--overwrite", cli.REWARD_POSTERIOR_FILE)
+    assert_one_line_error(again, "exists", "--overwrite", REWARD_POSTERIOR_FILE)
     # report says what the file is (was: "constant_data variable 'next_state' is missing")
     result = run(capsys, "report", out_file)
     assert_one_line_error(result, repr(str(out_file)), "'pgm-rl irl' result", "not an MCMC run")
@@ -147,6 +147,8 @@ def test_irl_bad_arguments(capsys, problem, extra, words):
 def test_irl_refuses_a_beta_nuts_cannot_move(capsys, problem, monkeypatch, beta):
     """Was: NUTS ran, every chain stayed at its start, and the advice was to run longer."""
     import numpyro.infer
+
+    import pgm_rl.cli.irl  # noqa: F401  (first: a module imported under the patch keeps it)
 
     monkeypatch.setattr(numpyro.infer, "MCMC", None)  # never reached
     result = run(capsys, *base(problem, "--demos", problem["demos"], "--beta", beta))

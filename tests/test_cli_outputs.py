@@ -16,7 +16,7 @@ import types
 import pytest
 from helpers import assert_one_line_error, run_cli
 
-from pgm_rl import cli
+from pgm_rl.cli.outputs import Outputs
 
 GRID = ["--horizon", "2", "--beta", "1"]
 # every command that takes --out or --plots, with options that make it run on a small problem
@@ -103,7 +103,7 @@ def test_the_staging_folder_of_a_killed_command_is_removed_by_the_next(tmp_path)
     orphan.mkdir()
     (orphan / "rank.png").write_bytes(b"half a picture")
     args = types.SimpleNamespace(out=None, plots=str(tmp_path / "pics"), overwrite=False)
-    with cli._Outputs(args, pictures=["a.png"]) as outputs:
+    with Outputs(args, pictures=["a.png"]) as outputs:
         staging = outputs.staging()
         assert os.path.basename(staging).startswith(f".pgm-rl-pictures-{os.getpid()}-")
         assert _listing(tmp_path) == [os.path.basename(staging)]
@@ -116,17 +116,19 @@ TERM_SCRIPT = """
 import os, sys, time
 import numpy as np
 import xarray as xr
+import pgm_rl.cli.fit
 from pgm_rl import cli
+from pgm_rl.cli.common import ELBO_TRACE_FILE
 def fit(args, env, outputs):
     with outputs.drawing() as folder:
-        with open(os.path.join(folder, cli.ELBO_TRACE_FILE), "wb") as handle:
+        with open(os.path.join(folder, ELBO_TRACE_FILE), "wb") as handle:
             handle.write(b"a picture")
     tree = xr.DataTree(xr.Dataset({"x": ("n", np.arange(100_000.0))}))
-    outputs.commit(tree, [cli.ELBO_TRACE_FILE])
+    outputs.commit(tree, [ELBO_TRACE_FILE])
 def fsync(fd):
     print("written", flush=True)
     time.sleep(120)
-cli._fit = fit
+pgm_rl.cli.fit._fit = fit
 os.fsync = fsync
 sys.exit(cli.main(sys.argv[1:]))
 """

@@ -59,7 +59,18 @@ def test_compare_kernels_rows_trees_and_comparisons(env):
             "max_r_hat_at",
             "disagrees",
         }
-        assert row["wall_s"] > 0 and 0 <= row["mean_tv"] <= 1
+        # each row is its own run's comparison and wall time (was: wall_s > 0 and a TV in
+        # [0, 1], which no row can fail)
+        comparison = comparisons[row["kernel"]]
+        assert row["wall_s"] == trees[row["kernel"]].attrs["wall_seconds"]
+        assert row["ess_per_s"] == pytest.approx(float(comparison["ess_bulk"]) / row["wall_s"])
+        assert row["mean_tv"] == float(comparison["mean_tv"])
+        assert row["return_error"] == float(comparison["expected_return_error"])
+        assert row["return_mcse"] == float(comparison["expected_return_mcse"])
+        np.testing.assert_equal(row["max_r_hat"], float(comparison["max_r_hat"]))  # NaN too
+        assert row["max_r_hat_at"] == comparison.attrs["max_r_hat_at"]
+        assert row["disagrees"] == bool(comparison["disagrees"])
+    assert not rows[-1]["disagrees"]  # exact iid draws agree with the exact posterior
     for name, dt in trees.items():
         assert dt.attrs["kernel"] == name
         assert dt["posterior"]["actions"].shape == (2, 40, HORIZON)
@@ -68,10 +79,8 @@ def test_compare_kernels_rows_trees_and_comparisons(env):
 
 
 def test_compare_kernels_skips_a_kernel_whose_module_is_missing_or_refuses_it(env, monkeypatch):
-    def missing(model):
-        raise ImportError("no module named 'elsewhere'")
-
-    monkeypatch.setitem(KERNELS, "action-gibbs", KERNELS["action-gibbs"]._replace(make=missing))
+    missing = KERNELS["action-gibbs"]._replace(kernel_class="pgm_rl.kernels.elsewhere.Missing")
+    monkeypatch.setitem(KERNELS, "action-gibbs", missing)
     exact = pgm_rl.solve(env, HORIZON, BETA)
     log = []
     rows, _, _ = compare_kernels(

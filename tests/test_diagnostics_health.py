@@ -98,10 +98,10 @@ def test_summary_prints_its_columns_and_the_cells_where_draws_end(two_goals):
 
 
 def test_cli_marks_every_goal_cell(capsys, two_goals, tmp_path):
-    from pgm_rl.cli import _goal_states
+    from pgm_rl.cli.problem import goal_states
 
     env, dt = two_goals
-    assert _goal_states(env) == [env.state_of(0, 4), env.state_of(4, 4)]  # was []
+    assert goal_states(env) == [env.state_of(0, 4), env.state_of(4, 4)]  # was []
     path = tmp_path / "two.nc"
     io.save(dt, str(path))
     code, out, err = run_cli(capsys, "report", path)

@@ -44,3 +44,22 @@ def test_impossible_draws_and_random_starts_are_refused():
     )
     with pytest.raises(ValueError, match="random start"):
         to_datatree(draws, random_start, beta=1.0)
+
+
+def test_one_outcome_per_step_needs_only_the_actions():
+    """Terminal cells without slip leave one outcome per step (K = 1): the actions fix the path
+    (outcome index 0), so actions-only draws are converted, stored as (S, A) tables with the
+    terminal cells as attributes, and read back (the path to_datatree takes is chosen by K and
+    by the draws given, not by the world's kind flags)."""
+    grid = pgm_rl.GridWorld(ENV.rewards, (0, 0), terminal=[(0, 2)])
+    assert grid.n_outcomes == 1
+    exact = pgm_rl.solve(grid, 4, 1.0)
+    actions = np.asarray(exact.sample(jax.random.key(3), 30)["actions"])
+    dt = check_run(to_datatree({"actions": actions}, grid, exact))
+    states, rewards = pgm_rl.rollout(grid, actions, outcomes=np.zeros_like(actions))
+    np.testing.assert_array_equal(trajectory_states(dt).values[0], states)
+    np.testing.assert_allclose(dt["posterior"]["rewards"].values[0], rewards)
+    assert "next_state" in dt["constant_data"] and "outcome_states" not in dt["constant_data"]
+    rebuilt = env_from_datatree(dt)
+    assert rebuilt.terminal == ((0, 2),)
+    np.testing.assert_array_equal(rebuilt.outcome_states, grid.outcome_states)

@@ -42,7 +42,7 @@ def test_stochastic_mdp_message_does_not_deny_kernel_support():
     assert "not supported by this kernel" not in message
     assert "kernels" in message and "take stochastic MDPs" in message
     assert "StepwiseMH" in message and "most_probable_path" in message
-    import pgm_rl._mdp_kinds as kinds
+    import pgm_rl.worlds.tabular as kinds
 
     assert "every kernel except" in kinds.__doc__
 

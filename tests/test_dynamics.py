@@ -1,11 +1,21 @@
 """rollout: the one definition of moving through a tabular MDP."""
 
+import logging
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import random_grid
 
 from pgm_rl import GridWorld, TabularMDP, rollout
+from pgm_rl.dynamics import (
+    draw_start,
+    follow,
+    log_values_to_go,
+    returns_to_go,
+    start_log_prob,
+)
 
 
 def python_rollout(mdp, actions, start_state):
@@ -87,3 +97,69 @@ def test_rollout_rejects_bad_actions_instead_of_clamping():
         rollout(env, np.array([0.5, 1.0]))
     with pytest.raises(ValueError, match="start_state"):
         rollout(env, np.array([0, 1]), start_state=4)
+
+
+# ----------------------------------------------------------------------------- over outcomes
+
+
+def test_deterministic_worlds_move_over_outcomes_with_index_0_and_log_prior_0():
+    """One path for every kind: K = 1, every outcome index 0 with log prior 0, and a one-hot
+    start drawn whatever the key with log prior 0."""
+    env = random_grid(6, (3, 4))
+    actions = np.random.default_rng(2).integers(0, 5, (5, 6))
+    states, rewards = rollout(env, actions)
+    start = jnp.full(5, env.start_state)
+    path = follow(env, start, actions, jnp.zeros((5, 6), jnp.int32))
+    np.testing.assert_array_equal(path[0], states)
+    np.testing.assert_array_equal(path[1], rewards)
+    np.testing.assert_array_equal(path[3], 0.0)
+    np.testing.assert_array_equal(rollout(env, actions, outcomes=np.zeros((5, 6), int))[0], states)
+    with pytest.raises(ValueError, match=r"outcomes must lie in \[0, 1\)"):
+        rollout(env, actions, outcomes=np.ones((5, 6), int))
+    for seed in range(5):
+        np.testing.assert_array_equal(draw_start(jax.random.key(seed), env, (3,)), env.start_state)
+    np.testing.assert_array_equal(start_log_prob(env, start), 0.0)
+    g = returns_to_go(env, actions[0])
+    np.testing.assert_allclose(log_values_to_go(env, actions[0], np.zeros(6, int), 0.5), 0.5 * g)
+
+
+def test_returns_to_go_follow_given_outcomes_on_stochastic_dynamics():
+    """Before: returns_to_go read next_state, so a stochastic MDP raised an AttributeError;
+    now it follows the given outcome indices from every state, like rollout."""
+    env = GridWorld(np.arange(6.0).reshape(2, 3), (1, 0), slip=0.4)
+    rng = np.random.default_rng(3)
+    actions = rng.integers(0, 5, 4)
+    outcomes = rng.integers(0, env.n_outcomes, 4)
+    g = np.asarray(returns_to_go(env, actions, outcomes))
+    assert g.shape == (5, env.n_states)
+    for t in range(5):
+        for s in range(env.n_states):
+            _, rewards = rollout(env, actions[t:], s, outcomes[t:])
+            assert g[t, s] == pytest.approx(float(np.sum(rewards)), abs=1e-12)
+    with pytest.raises(ValueError, match=r"pass outcomes .* to returns_to_go"):
+        returns_to_go(env, actions)
+
+
+def test_random_starts_are_drawn_from_start_probs():
+    """Inverse CDF: frequencies within 5 binomial standard deviations; a state of probability
+    0 is never drawn."""
+    probs = np.array([0.0, 0.5, 0.0, 0.2, 0.3, 0.0])
+    mdp = TabularMDP.from_probabilities(np.eye(6)[:, None, :], np.zeros((6, 1)), probs)
+    n = 20_000
+    draws = np.asarray(draw_start(jax.random.key(0), mdp, (n,)))
+    counts = np.bincount(draws, minlength=6)
+    assert counts[probs == 0].sum() == 0
+    sd = np.sqrt(n * probs * (1 - probs))
+    assert np.all(np.abs(counts - n * probs) <= 5 * sd)
+    log_probs = np.asarray(start_log_prob(mdp, jnp.arange(6)))
+    np.testing.assert_allclose(log_probs[probs > 0], np.log(probs[probs > 0]))
+    assert np.all(log_probs[probs == 0] == -np.inf)
+
+
+def test_eager_rollout_compiles_once_per_shape(caplog):
+    """Before: every eager call traced and compiled its scan again (about 0.1-0.3 s each)."""
+    env = random_grid(7, (3, 3))
+    rollout(env, np.array([[0, 1, 2]]))
+    with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles():
+        rollout(env, np.array([[3, 4, 0]]))
+    assert "Compiling" not in caplog.text

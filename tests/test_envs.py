@@ -1,5 +1,8 @@
 """TabularMDP and GridWorld: the arrays every model, solver and kernel works on."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -246,16 +249,97 @@ def test_bad_tabular_mdp(args, error, match):
 def test_mdps_are_pytrees_that_jit_and_vmap_take():
     grid = GridWorld([[0.0, 1.0], [-1.0, 2.0]], (1, 0))
     leaves, treedef = jax.tree.flatten(grid)
-    assert len(leaves) == 4
+    # one layout over outcomes (K = 1), a one-hot start, then the grid's cell rewards
+    assert [leaf.shape for leaf in leaves] == [(4, 5, 1)] * 3 + [(4,), (2, 2)]
     again = jax.tree.unflatten(treedef, leaves)
     assert isinstance(again, GridWorld) and again.start == (1, 0)
     ends = jax.jit(lambda mdp: rollout(mdp, jnp.array([3, 0]))[0][-1])
     assert int(ends(grid)) == 1
     mdp = TabularMDP(grid.next_state, grid.reward, 2)
+    dynamics = jax.tree.leaves(mdp)[:3]
     starts = jax.vmap(
         lambda s: rollout(
-            jax.tree.unflatten(jax.tree.structure(mdp), [mdp.next_state, mdp.reward, s]),
+            jax.tree.unflatten(jax.tree.structure(mdp), [*dynamics, jax.nn.one_hot(s, 4)]),
             jnp.array([4]),
         )[0][0]
     )
     np.testing.assert_array_equal(starts(jnp.arange(4)), np.arange(4))
+    # a new start state reuses the compiled code (same leaves' shapes, same static data)
+    assert jax.tree.structure(TabularMDP(grid.next_state, grid.reward, 3)) == jax.tree.structure(
+        mdp
+    )
+
+
+# ----------------------------------------------------------------------------- the world protocol
+
+
+def _worlds():
+    grid = GridWorld([[0.0, 1.0, -1.0], [2.0, 0.5, 3.0]], (1, 0))
+    uniform = np.full(grid.n_states, 1.0 / grid.n_states)
+    slippery = GridWorld(grid.rewards, (1, 0), slip=0.2, terminal=[(0, 2)])
+    return {
+        "deterministic": (grid, ()),
+        "terminal": (GridWorld(grid.rewards, (1, 0), terminal=[(0, 2)]), ()),
+        "slippery": (slippery, ("outcomes",)),
+        "random start": (
+            TabularMDP.from_probabilities(grid.transition, grid.reward, uniform),
+            ("start",),
+        ),
+        "both": (
+            TabularMDP.from_outcomes(
+                slippery.outcome_states, slippery.outcome_probs, slippery.outcome_rewards, uniform
+            ),
+            ("start", "outcomes"),
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_worlds()))
+def test_every_tabular_world_is_one_layout_over_outcomes(kind):
+    """Before issue 16 there was no World protocol and a deterministic MDP was a second
+    storage kind (leaves next_state, reward, start_state)."""
+    from pgm_rl.worlds import World, latent_sites
+
+    world, latents = _worlds()[kind]
+    assert isinstance(world, World)
+    n_states, n_actions, n_outcomes = world.n_states, world.n_actions, world.n_outcomes
+    states, probs, rewards, start = jax.tree.leaves(world)[:4]
+    assert states is world.outcome_states and start is world.start_probs
+    assert states.shape == probs.shape == rewards.shape == (n_states, n_actions, n_outcomes)
+    assert states.dtype == np.int32 and start.shape == (n_states,)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(start.sum(), 1.0, atol=1e-12)
+    np.testing.assert_allclose(world.expected_reward, (probs * rewards).sum(axis=-1), atol=1e-12)
+    assert latent_sites(world) == latents
+    assert world.has_random_dynamics == (n_outcomes > 1) == ("outcomes" in latents)
+    assert world.has_random_start == (np.count_nonzero(start) > 1) == ("start" in latents)
+    assert world.is_deterministic == (not latents)
+    if "outcomes" in latents:
+        with pytest.raises(AttributeError, match="stochastic dynamics, so it has no next_state"):
+            world.next_state  # noqa: B018
+    else:
+        np.testing.assert_array_equal(probs, 1.0)
+        np.testing.assert_array_equal(world.next_state, states[..., 0])
+        np.testing.assert_array_equal(world.reward, rewards[..., 0])
+    if "start" in latents:
+        with pytest.raises(AttributeError, match="random start"):
+            world.start_state  # noqa: B018
+    else:
+        np.testing.assert_array_equal(start, np.eye(n_states)[world.start_state])
+    # the conveniences are traceable too
+    if not latents:
+        ends = jax.jit(lambda w: (w.next_state[w.start_state, 4], w.reward[w.start_state, 4]))
+        assert int(ends(world)[0]) == world.start_state
+        assert float(ends(world)[1]) == world.reward[world.start_state, 4]
+
+
+def test_worlds_and_dynamics_import_nothing_of_the_model_numpyro_or_arviz():
+    code = (
+        "import sys, pgm_rl.worlds, pgm_rl.dynamics, pgm_rl.envs, pgm_rl.gym\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpyro', 'arviz')"
+        " or m == 'pgm_rl.model'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"

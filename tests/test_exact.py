@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgm_rl
+import pgm_rl.messages
 from pgm_rl import GridWorld, TabularMDP, rollout, solve
 from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
 from pgm_rl.exact import ExactPosterior
@@ -405,7 +406,7 @@ def test_exact_posterior_is_a_pytree_and_prints_short():
 def test_new_start_state_reuses_the_compiled_forward_pass():
     env = random_grid(0)
     solve(env, 4, 0.5)
-    before = pgm_rl.exact._forward._cache_size()
+    before = pgm_rl.messages.forward._cache_size()
     for start in ((0, 1), (2, 2)):
         solve(GridWorld(env.rewards, start), 4, 0.5)
-    assert pgm_rl.exact._forward._cache_size() == before
+    assert pgm_rl.messages.forward._cache_size() == before

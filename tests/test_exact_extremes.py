@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import pgm_rl
-from pgm_rl.exact import _backward
+from pgm_rl.messages import posterior_backward, soft_backward
 
 HORIZONS = (10, 100)
 # 10**0 ... 10**30 in quarter decades: beta * max|reward| (1e4) stays far below float32's 3.4e38
@@ -97,16 +97,20 @@ def test_float32_notebook_has_no_nan_up_to_beta_1e30(float32_notebook, horizon):
     assert not bad, f"T={horizon}, {len(bad)} of {len(LOG10_BETAS)} betas:\n" + "\n".join(bad[:10])
 
 
-def test_backward_takes_the_maximum_of_hi_plus_lo():
+@pytest.mark.parametrize("backward", [posterior_backward, soft_backward])
+def test_backward_takes_the_maximum_of_hi_plus_lo(backward):
     """Two actions tie in the high word and differ in the low word by far more than exp's range.
 
     float64 here: 1e20 has an ulp of 16384, so a low word of 8000 is a valid double-word part,
-    and exp(8000) overflows, as the old hi-only maximum made it compute.
+    and exp(8000) overflows, as the old hi-only maximum made it compute. Deterministic dynamics
+    are one outcome (K = 1) of log probability 0.
     """
-    next_state = jnp.asarray([[0, 1], [1, 1]], dtype=jnp.int32)
-    reward_hi = jnp.asarray([[1e20, 1e20], [0.0, 0.0]])
-    reward_lo = jnp.asarray([[0.0, 8000.0], [0.0, 0.0]])
-    log_policy, (v_hi, v_lo) = _backward(next_state, reward_hi, reward_lo, 1)
+    next_state = jnp.asarray([[[0], [1]], [[1], [1]]], dtype=jnp.int32)
+    reward_hi = jnp.asarray([[[1e20], [1e20]], [[0.0], [0.0]]])
+    reward_lo = jnp.asarray([[[0.0], [8000.0]], [[0.0], [0.0]]])
+    log_p = jnp.zeros_like(reward_hi)
+    log_policy, (v_hi, v_lo) = backward(next_state, log_p, reward_hi, reward_lo, reward_hi, 1)
+    v_hi, v_lo = v_hi.reshape(-1, 2)[0], v_lo.reshape(-1, 2)[0]  # V_0 ((T + 1, S) or (S,))
     log_policy = np.asarray(log_policy)
     assert np.isfinite(log_policy[0, 0, 1]) and log_policy[0, 0, 1] == pytest.approx(0.0, abs=1e-12)
     assert np.exp(log_policy[0, 0, 0]) == 0.0  # 8000 nats less likely

@@ -34,7 +34,11 @@ def test_simulation_based_calibration_200_replications():
         max_tree_depth=6,
     )
     assert result.ranks.shape == (200, 4)
-    assert np.all((result.ranks >= 0) & (result.ranks <= 99))
+    # Uniform ranks alone pass a sampler that ignores the data (prior draws rank uniformly too):
+    # the data must narrow the posterior. Laplace approximations at this size give a posterior
+    # sd of 0.2-1.0 per replication, 0.40-0.59 on average per weight; prior draws give 1.0.
+    posterior_sd = result.posterior.std(axis=1).mean(axis=0)  # (F,), averaged over replications
+    assert np.all(posterior_sd < 0.8), posterior_sd
     # chi-square on 10 bins of the ranks, level 0.01 for every parameter
     assert np.all(result.p_values > 0.01), result.p_values
     # divergences: at most a handful of the 200 * 495 transitions

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pgm_rl
+import pgm_rl.irl.calibration
 from pgm_rl import irl
 
 
@@ -65,8 +66,8 @@ def test_calibration_refuses_bad_arguments_before_any_work(monkeypatch, kwargs, 
     def no_work(*args, **kwargs):
         raise AssertionError("simulated or sampled before checking the arguments")
 
-    monkeypatch.setattr(irl, "simulate", no_work)
-    monkeypatch.setattr(irl, "sample_batched", no_work)
+    monkeypatch.setattr(pgm_rl.irl.calibration, "simulate", no_work)
+    monkeypatch.setattr(pgm_rl.irl.calibration, "sample_batched", no_work)
     arguments = dict(
         horizon=3, num_demonstrations=5, num_replications=2, num_warmup=5, num_draws=9, bins=5
     )

@@ -73,6 +73,34 @@ def test_trajectory_problem_reads_the_metadata():
 
 
 @pytest.mark.parametrize(
+    ("start", "slip", "latents"),
+    [
+        (0, 0.0, ()),
+        (0, 0.3, ("outcomes",)),
+        (None, 0.0, ("start",)),
+        (None, 0.3, ("start", "outcomes")),
+    ],
+)
+def test_latent_sites_are_the_model_sites_besides_the_actions(start, slip, latents):
+    """One function says which latent sites a world has (pgm_rl.worlds.latent_sites, new in
+    issue 16); the model makes exactly those and trajectory_problem expects exactly those."""
+    from pgm_rl.worlds import latent_sites
+
+    grid = GridWorld([[0.0, 1.0], [-1.0, 2.0]], (1, 0), slip=slip)
+    world = TabularMDP.from_outcomes(
+        grid.outcome_states,
+        grid.outcome_probs,
+        grid.outcome_rewards,
+        np.full(4, 0.25) if start is None else start,
+    )
+    assert latent_sites(world) == latents
+    model_trace = handlers.trace(handlers.seed(trajectory_model, 0)).get_trace(world, 3, 1.0)
+    latent = {name for name, site in model_trace.items() if site["type"] == "sample"}
+    assert latent == {"actions", "optimality", *latents}
+    assert trajectory_problem(trajectory_model, (world, 3, 1.0))[0] is world
+
+
+@pytest.mark.parametrize(
     ("env", "horizon", "beta"),
     [
         (random_grid(2, (3, 3)), 5, 0.7),

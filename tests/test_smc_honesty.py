@@ -80,6 +80,7 @@ def test_posterior_at_another_beta_is_flagged_and_good_proposals_are_not():
     assert float(quiet_run(jax.random.key(0), env, horizon, beta, 500).proposal_ess) == 500.0
 
 
+@pytest.mark.filterwarnings("ignore::pgm_rl.smc.SMCSaturationWarning")  # far: few ancestors
 def test_stochastic_pass_flags_a_far_proposal():
     env, horizon, beta = slippery_grid(), 5, 0.5
     with pytest.warns(SMCProposalWarning):

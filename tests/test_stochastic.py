@@ -353,8 +353,9 @@ def test_gridworld_without_slip_or_terminal_is_unchanged():
     assert grid.is_deterministic and grid.n_outcomes == 1
     assert repr(grid) == "GridWorld(shape=(3, 4), start=(1, 2))"
     leaves, _ = jax.tree.flatten(grid)
-    assert len(leaves) == 4
-    assert not hasattr(grid, "_outcome_states")
+    # the one layout: outcomes with K = 1 and probability 1, a one-hot start, the cell rewards
+    assert [leaf.shape for leaf in leaves] == [(12, 5, 1)] * 3 + [(12,), (3, 4)]
+    np.testing.assert_array_equal(grid.outcome_probs, 1.0)
     np.testing.assert_array_equal(grid.transition.sum(axis=2), 1.0)
     np.testing.assert_array_equal(grid.expected_reward, grid.reward)
     np.testing.assert_array_equal(grid.start_probs, np.eye(12)[grid.start_state])

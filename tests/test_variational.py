@@ -9,14 +9,8 @@ from conftest import random_grid
 from numpyro.infer import SVI, Predictive, TraceGraph_ELBO
 
 import pgm_rl
-from pgm_rl.variational import (
-    PolicyGradientELBO,
-    _dynamics,
-    _euclidean_gradient,
-    fit_policy,
-    policy_elbo,
-    policy_guide,
-)
+from pgm_rl.variational import PolicyGradientELBO, fit_policy, policy_elbo, policy_guide
+from pgm_rl.variational.elbo import _dynamics, _euclidean_gradient
 
 
 def slippery_grid():

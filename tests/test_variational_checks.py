@@ -77,6 +77,27 @@ def test_fit_policy_to_samples_names_the_bad_argument_before_any_work(change, er
         fit_policy_to_samples(env, samples, "features", features=np.eye(9), **kwargs)
 
 
+def test_samples_without_states_name_what_is_random_in_the_world():
+    """Actions alone fix the states only when nothing else is random. Before: a random start
+    with deterministic dynamics was called "a stochastic MDP"."""
+    env = random_grid(0)
+    random_start = pgm_rl.TabularMDP.from_outcomes(
+        env.outcome_states, env.outcome_probs, env.outcome_rewards, np.full(9, 1.0 / 9)
+    )
+    slippery = pgm_rl.GridWorld(np.zeros((3, 3)), (0, 0), slip=0.2)
+    actions = {"actions": _draws(env)["actions"]}
+    for world, words in (
+        (random_start, r"on an MDP with a random start over 9 states$"),
+        (slippery, r"on an MDP with stochastic dynamics$"),
+    ):
+        with pytest.raises(
+            ValueError, match=r"samples must hold 'states' \(\.\.\., T \+ 1\) " + words
+        ):
+            fit_policy_to_samples(world, actions)
+    fitted = fit_policy_to_samples(env, actions)  # deterministic: rolled out from the actions
+    assert fitted.log_policy.shape == (4, 9, 5)
+
+
 # ----------------------------------------------------------------------------- divergence
 
 

@@ -12,7 +12,6 @@ import pgm_rl
 from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
 from pgm_rl.kernels.base import init_state
 from pgm_rl.kernels.particle_gibbs import ParticleGibbs, build_kernel, soft_bellman_proposal
-from pgm_rl.smc import check_proposal
 
 
 def poor_proposal(env, horizon, seed=0):
@@ -47,7 +46,7 @@ def test_one_sweep_from_exact_draws_keeps_the_posterior():
     post = pgm_rl.solve(env, horizon, beta)
     n = 20000
     draws = post.sample(jax.random.key(0), n)
-    step = build_kernel(env, horizon, 4, check_proposal(poor_proposal(env, horizon), env, horizon))
+    step = build_kernel(env, horizon, num_particles=4, proposal=poor_proposal(env, horizon))
     start = jax.vmap(lambda a: init_state(env, a))(draws["actions"])
     new, info = jax.vmap(lambda k, s: step(k, s, beta))(
         jax.random.split(jax.random.key(2), n), start

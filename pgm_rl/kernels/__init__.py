@@ -1,5 +1,9 @@
 """MCMC kernels for trajectory posteriors, each usable through ``numpyro.infer.MCMC``.
 
+Every kernel module follows one contract (:mod:`pgm_rl.kernels.base`):
+``init(key, world, horizon, beta, **params) -> state`` and
+``build_kernel(world, horizon, **params) -> step(key, state, beta) -> (state, info)``.
+
 Every kernel has a record in :data:`pgm_rl.kernels.registry.KERNELS`. The names below are
 imported lazily, on first use, so reading the registry loads no kernel, JAX or NumPyro.
 """
@@ -11,6 +15,7 @@ _EXPORTS = {
     "KERNELS": "pgm_rl.kernels.registry",
     "ActionGibbs": "pgm_rl.kernels.action_gibbs",
     "GuidedParticleGibbs": "pgm_rl.kernels.particle_gibbs",
+    "KernelParam": "pgm_rl.kernels.registry",
     "KernelRecord": "pgm_rl.kernels.registry",
     "MHInfo": "pgm_rl.kernels.base",
     "ParticleGibbs": "pgm_rl.kernels.particle_gibbs",
@@ -24,6 +29,7 @@ _EXPORTS = {
     "TrajectoryMH": "pgm_rl.kernels.trajectory_mh",
     "make_kernel": "pgm_rl.kernels.registry",
     "mh_accept": "pgm_rl.kernels.base",
+    "parse_kernel_args": "pgm_rl.kernels.registry",
     "record_of": "pgm_rl.kernels.registry",
 }
 

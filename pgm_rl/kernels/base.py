@@ -1,18 +1,25 @@
-"""What every pgm_rl kernel shares: the trajectory state, the MH accept step and the NumPyro adapter.
+"""What every pgm_rl kernel shares: the trajectory state, its init, the MH accept step and the
+NumPyro adapter.
 
-A trajectory kernel is written BlackJAX style, as pure functions over NamedTuples, with the
-inverse temperature passed per call::
+The kernel contract (BlackJAX style: pure functions over NamedTuples, the inverse temperature
+passed per call). Every kernel module gives::
 
-    step = build_kernel(mdp, horizon, **parameters)
-    state = init_state(mdp, actions)          # a RegenerationState: actions and their return
-    state, info = step(key, state, beta)      # info has at least ``accept_prob``
+    state = init(key, world, horizon, beta, **params)   # a draw from the prior
+    step = build_kernel(world, horizon, **params)
+    state, info = step(key, state, beta)                # info has at least ``accept_prob``
 
-so one compiled step serves every rung of :class:`~pgm_rl.kernels.ReplicaExchange`.
-:class:`PureKernelAdapter` turns it into a :class:`numpyro.infer.mcmc.MCMCKernel`: it reads the
-problem from the model (refusing models it cannot sample, :func:`pgm_rl.model.trajectory_problem`),
-holds the PRNG key, handles batched (vectorized) chains and initial values, resets the running
-acceptance rate after warm-up, pickles, and hands back the latent sites plus the model's
-deterministic sites through ``postprocess_fn``.
+with ``params`` the keyword parameters its :data:`~pgm_rl.kernels.registry.KERNELS` record
+declares, so one compiled step serves every rung of replica exchange. The trajectory state,
+:class:`RegenerationState`, always carries the start (), the actions (T,) and the outcome
+indices (T,) of a trajectory: on deterministic dynamics (K = 1 outcome) the indices are all 0
+and their log prior is 0; on a single start state the start is that state. One code path
+serves both.
+
+:class:`PureKernelAdapter` turns a kernel into a :class:`numpyro.infer.mcmc.MCMCKernel`: it
+reads the problem from the model (refusing models it cannot sample,
+:func:`pgm_rl.model.trajectory_problem`), holds the PRNG key, handles batched (vectorized)
+chains and initial values, resets the running acceptance rate after warm-up, pickles, and
+hands back the model's latent sites plus its deterministic sites through ``postprocess_fn``.
 """
 
 from typing import Any, NamedTuple
@@ -29,16 +36,19 @@ from pgm_rl.dynamics import draw_start, follow, rollout
 from pgm_rl.model import trajectory_problem
 
 __all__ = [
+    "TRAJECTORY_LATENTS",
     "MHInfo",
     "PureKernelAdapter",
     "RegenerationState",
     "SamplerState",
     "TrajectoryKernel",
-    "init_from_prior",
+    "init",
     "init_state",
     "mh_accept",
-    "position",
 ]
+
+# The latent sites of pgm_rl.trajectory_model a kernel state can give, in the model's order.
+TRAJECTORY_LATENTS = ("start", "actions", "outcomes")
 
 
 class MHInfo(NamedTuple):
@@ -64,71 +74,68 @@ def mh_accept(key, log_ratio, proposal, current):
 class RegenerationState(NamedTuple):
     """The state every trajectory kernel carries (per chain).
 
-    ``actions``: int32 (T,); ``ret``: scalar, the (unscaled) return, the sum of the rewards.
-    On a stochastic MDP also ``outcomes``: int32 (T,), the outcome index of each step (see
-    :func:`pgm_rl.trajectory_model`), when the dynamics are random, and ``start``: int32
-    scalar, the start state, when the start is random. On a deterministic MDP they are
-    ``None`` (empty pytrees: the deterministic kernels carry, copy and compile nothing more).
+    ``actions``: int32 (T,); ``ret``: scalar, the (unscaled) return, the sum of the rewards;
+    ``outcomes``: int32 (T,), the outcome index of each step (see
+    :func:`pgm_rl.trajectory_model`; all 0 on deterministic dynamics); ``start``: int32 (),
+    the start state.
     """
 
     actions: jax.Array
     ret: jax.Array
-    outcomes: Any = None
-    start: Any = None
+    outcomes: jax.Array
+    start: jax.Array
 
 
-def init_state(mdp, actions, outcomes=None, start=None):
-    """The :class:`RegenerationState` at ``actions`` (T,) (and ``outcomes`` (T,) and ``start``
-    on a stochastic MDP, where they are required): computes its return."""
+def init_state(world, actions, outcomes=None, start=None):
+    """The :class:`RegenerationState` at ``actions`` (T,), with its return.
+
+    ``outcomes`` (T,) and ``start`` () default to 0s and the single start state; they are
+    required where the world's dynamics or start are random (the ``ValueError`` of
+    :func:`pgm_rl.rollout`).
+    """
     actions = jnp.asarray(actions, jnp.int32)
-    if getattr(mdp, "has_random_dynamics", False):
-        if outcomes is None:
-            raise ValueError("this MDP's dynamics are stochastic: init_state needs outcomes (T,)")
-        outcomes = jnp.asarray(outcomes, jnp.int32)
-    else:
-        outcomes = None
-    if getattr(mdp, "has_random_start", False):
-        if start is None:
-            raise ValueError("this MDP has a random start: init_state needs start")
-        start = jnp.asarray(start, jnp.int32)
-    else:
-        start = None
-    _, rewards = rollout(mdp, actions, start, outcomes)
-    return RegenerationState(actions, jnp.sum(rewards, axis=-1), outcomes, start)
+    _, rewards = rollout(world, actions, start, outcomes)
+    if outcomes is None:  # deterministic dynamics (rollout refused anything else)
+        outcomes = jnp.zeros(actions.shape, jnp.int32)
+    if start is None:  # a single start state (rollout refused anything else)
+        start = jnp.argmax(jnp.asarray(world.start_probs))
+    return RegenerationState(
+        actions,
+        jnp.sum(rewards, axis=-1),
+        jnp.asarray(outcomes, jnp.int32),
+        jnp.asarray(start, jnp.int32),
+    )
 
 
-def init_from_prior(key, mdp, horizon):
-    """A :class:`RegenerationState` drawn from the prior (uniform actions, the dynamics, the
-    start distribution)."""
-    if getattr(mdp, "is_deterministic", True):
-        return init_state(mdp, random.randint(key, (horizon,), 0, mdp.n_actions, jnp.int32))
+def init(key, world, horizon, beta=None, **params):
+    """A :class:`RegenerationState` drawn from the prior: uniform actions, the start
+    distribution, the dynamics (the contract's ``init``; ``beta`` and ``params`` are unused)."""
     action_key, start_key, noise_key = random.split(key, 3)
-    actions = random.randint(action_key, (horizon,), 0, mdp.n_actions, jnp.int32)
-    start = draw_start(start_key, mdp)
-    outcomes = None
-    if mdp.has_random_dynamics:
-        noise = positive_uniform(noise_key, (horizon,), jnp.asarray(mdp.outcome_probs).dtype)
-        zeros = jnp.zeros(horizon, jnp.int32)
-        outcomes = follow(mdp, start, actions, zeros, noise, jnp.ones(horizon, bool))[2]
-    return init_state(mdp, actions, outcomes, start)
+    actions = random.randint(action_key, (horizon,), 0, world.n_actions, jnp.int32)
+    start = draw_start(start_key, world)
+    noise = positive_uniform(noise_key, (horizon,), jnp.asarray(world.outcome_probs).dtype)
+    zeros = jnp.zeros(horizon, jnp.int32)
+    _, rewards, outcomes, _ = follow(world, start, actions, zeros, noise, jnp.ones(horizon, bool))
+    return RegenerationState(actions, jnp.sum(rewards), outcomes, start)
 
 
-def position(state):
-    """The sample field of a :class:`RegenerationState`: ``{"actions": (T,)}``, plus
-    ``"outcomes"`` (T,) and ``"start"`` () where the state carries them."""
-    z = {"actions": state.actions}
-    if state.outcomes is not None:
-        z["outcomes"] = state.outcomes
-    if state.start is not None:
-        z["start"] = state.start
-    return z
-
-
-def init_from_params(mdp, init_params):
+def init_from_params(world, init_params):
     """The :class:`RegenerationState` at the latent sites ``init_params`` (a dict)."""
     return init_state(
-        mdp, init_params["actions"], init_params.get("outcomes"), init_params.get("start")
+        world, init_params["actions"], init_params.get("outcomes"), init_params.get("start")
     )
+
+
+def model_latents(model, model_args, model_kwargs):
+    """The names in :data:`TRAJECTORY_LATENTS` that are latent sites of the model's trace."""
+    model_trace = trace(seed(model, 0)).get_trace(*model_args, **model_kwargs)
+    latent = latent_sites(model_trace)
+    return tuple(name for name in TRAJECTORY_LATENTS if name in latent)
+
+
+def position_fn(sites):
+    """``state -> {site: state.<site>}`` for the model's latent ``sites``."""
+    return lambda state: {name: getattr(state, name) for name in sites}
 
 
 class SamplerState(NamedTuple):
@@ -226,30 +233,51 @@ class PureKernelAdapter(MCMCKernel):
 
 
 class TrajectoryKernel(PureKernelAdapter):
-    """Template for kernels over the actions of :func:`pgm_rl.trajectory_model`.
+    """Template for kernels over the latent sites of :func:`pgm_rl.trajectory_model`.
 
-    Subclasses implement :meth:`build_step`, ``(mdp, horizon) -> step(key, state, beta)`` on a
-    :class:`RegenerationState`; :meth:`build` reads the problem from the model (refusing any
-    model with sites beyond the trajectory model's, naming them) and binds the model's beta.
-    Initial values: a draw from the prior, or ``init_params["actions"]`` (with
-    ``"outcomes"`` and ``"start"`` on a stochastic MDP).
+    :meth:`build` reads ``(world, horizon, beta)`` from the model (refusing any model with
+    sites beyond the trajectory model's, naming them), builds the step with
+    :meth:`build_step_at`, and gives back the model's latent sites (``"actions"``, plus
+    ``"outcomes"`` and ``"start"`` where the model's trace has them) from the kernel state.
+    Subclasses give :meth:`build_step` (the module's ``build_kernel`` with the kernel's
+    parameters); those whose step or state differ override :meth:`build_step_at`,
+    :meth:`init_kernel_state`, :meth:`state_at` or :meth:`position`. Initial values: a draw
+    from the prior (the module's ``init``), or ``init_params``.
     """
 
-    def build_step(self, mdp, horizon):  # pragma: no cover - abstract
+    def build_step(self, world, horizon):  # pragma: no cover - abstract
+        """The pure ``step(key, state, beta)`` (a replica-exchange rung)."""
         raise NotImplementedError
 
+    def build_step_at(self, world, horizon, beta):
+        """The pure step for the model's ``beta``; by default :meth:`build_step`."""
+        return self.build_step(world, horizon)
+
+    def init_kernel_state(self, key, world, horizon, beta):
+        """The kernel state drawn from the prior: :func:`init`."""
+        return init(key, world, horizon, beta)
+
+    def state_at(self, world, horizon, init_params):
+        """The kernel state at the latent sites ``init_params`` (a dict)."""
+        return init_from_params(world, init_params)
+
+    def position(self, sites):
+        """``kernel_state -> dict`` of the model's latent ``sites``."""
+        return position_fn(sites)
+
     def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(
+        world, horizon, beta = trajectory_problem(
             self._model, model_args, model_kwargs, kernel=type(self).__name__
         )
-        step = self.build_step(mdp, horizon)
+        step = self.build_step_at(world, horizon, beta)
+        sites = model_latents(self._model, model_args, model_kwargs)
 
         def init_fn(key, init_params):
             if init_params is None:
-                return init_from_prior(key, mdp, horizon)
-            return init_from_params(mdp, init_params)
+                return self.init_kernel_state(key, world, horizon, beta)
+            return self.state_at(world, horizon, init_params)
 
-        return init_fn, lambda key, state: step(key, state, beta), position
+        return init_fn, lambda key, state: step(key, state, beta), self.position(sites)
 
 
 def deterministic_sites_fn(model, model_args, model_kwargs):

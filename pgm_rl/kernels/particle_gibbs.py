@@ -5,14 +5,18 @@ ancestor sampling (Lindsten, Jordan and Schön 2014): ``N - 1`` free particles p
 from the uniform prior and carry the incremental weight ``beta * r_t``; particle ``N - 1`` is
 the reference trajectory. All particles are resampled (multinomially) at every step.
 
-Ancestor sampling. The latent variables are the actions; the state is a deterministic function
-of the past actions. The reference's remaining actions ``a'_t..a'_{T-1}`` can therefore be
-grafted onto any particle ``j``: they then start from particle ``j``'s state ``s_t^j``. The
-ancestor weight is ``w_{t-1}^j * gamma(a^j_{0:t-1}, a'_{t:T-1}) / gamma(a^j_{0:t-1})``, which
-here is ``w_{t-1}^j * exp(beta * G_t(s_t^j))`` with ``G_t(s)`` the return of the reference's
-remaining actions taken from ``s`` (the prior factors are the same for every ``j``). ``G``
-is a (T + 1, S) table computed once per sweep by a backward pass. Conditioning on states
-instead (an indicator ``s_t^j == s_t'``) would be valid too but keeps fewer ancestors.
+Ancestor sampling. The latent variables are the start, the actions and the outcome indices
+(all 0 on deterministic dynamics, K = 1); the state is a function of them. The reference's
+remaining steps ``(a'_t, k'_t), ..., (a'_{T-1}, k'_{T-1})`` can therefore be grafted onto any
+particle ``j``: they then start from particle ``j``'s state ``s_t^j``. The ancestor weight is
+``w_{t-1}^j * gamma(x^j_{0:t-1}, x'_{t:T-1}) / gamma(x^j_{0:t-1})``, which here is
+``w_{t-1}^j * exp(L_t(s_t^j))`` with ``L`` from :func:`pgm_rl.dynamics.log_values_to_go`: beta
+times the return of the reference's remaining steps taken from ``s`` plus the log prior of its
+outcome indices read from the states that path visits (the action prior is the same for every
+``j``). ``L`` is a (T + 1, S) table computed once per sweep by a backward pass. At t = 0 the
+same rule picks the reference's start among the particles' prior-drawn starts (weights 1
+before the first step). Conditioning on states instead (an indicator ``s_t^j == s_t'``) would
+be valid too but keeps fewer ancestors.
 
 Guided proposals. With a proposal policy q (``ParticleGibbs(model, proposal=...)``) the free
 particles draw a_t ~ q_t(. | s_t) and every particle, the reference included, carries the
@@ -33,13 +37,19 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl._checks import check_positive_int
-from pgm_rl._sampling import multinomial_resample, positive_uniform
-from pgm_rl.dynamics import draw_start, log_values_to_go, returns_to_go
-from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_state
-from pgm_rl.model import trajectory_problem
-from pgm_rl.smc import twist
+from pgm_rl._sampling import positive_uniform
+from pgm_rl.dynamics import draw_start, log_values_to_go
+from pgm_rl.exact import soft_bellman
+from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init, init_state
+from pgm_rl.particles import check_proposal, multinomial_resample, proposal_values, twist
 
-__all__ = ["GuidedParticleGibbs", "ParticleGibbs", "build_kernel", "soft_bellman_proposal"]
+__all__ = [
+    "GuidedParticleGibbs",
+    "ParticleGibbs",
+    "build_kernel",
+    "init",
+    "soft_bellman_proposal",
+]
 
 
 def soft_bellman_proposal(mdp, horizon, beta, factor=0.1):
@@ -48,13 +58,11 @@ def soft_bellman_proposal(mdp, horizon, beta, factor=0.1):
     Deliberately not the answer (a cooler, less committed policy); the importance weights of
     :class:`ParticleGibbs` correct it exactly.
     """
-    from pgm_rl.exact import soft_bellman
-
     return soft_bellman(mdp, horizon, factor * beta)
 
 
 def _propose(key, parents, t, n_actions, log_proposal):
-    """Actions (N,) for particles at states ``parents`` and their log 1 / q (0 for the prior)."""
+    """Actions (N,) for particles at states ``parents`` and their log q (None for the prior)."""
     if log_proposal is None:
         actions = random.randint(key, parents.shape, 0, n_actions, jnp.int32)
         return actions, None
@@ -67,14 +75,6 @@ def _log_q_of(log_q, actions):
     return jnp.take_along_axis(log_q, actions[:, None], axis=-1)[:, 0]
 
 
-def _values(log_proposal, mdp, beta):
-    if log_proposal is None:
-        return None
-    from pgm_rl.smc import proposal_values
-
-    return proposal_values(log_proposal, mdp, beta)
-
-
 def _ancestor_twist(values, t, states):
     """``-psi_t(s)`` for the ancestor weights (0 at t = 0 and for prior proposals)."""
     if values is None:
@@ -82,61 +82,89 @@ def _ancestor_twist(values, t, states):
     return -jnp.where(t > 0, values[t][states], 0.0)
 
 
-def build_kernel(mdp, horizon, num_particles, log_proposal=None):
+def build_kernel(world, horizon, num_particles=256, proposal=None):
     """One conditional SMC sweep with ancestor sampling, ``step(key, state, beta)``.
 
-    ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState` (the reference).
-    The info's ``accept_prob`` is 1.0 when the sampled trajectory differs from the reference.
-    ``log_proposal`` (T, S, A), optional: the free particles propose from it (see the module
-    docstring); None for the uniform prior.
+    ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState` (the reference). The
+    particles draw their starts, actions and outcome indices from the prior (the actions from
+    ``proposal`` if given). The info's ``accept_prob`` is 1.0 when the sampled trajectory
+    differs from the reference.
+
+    Parameters
+    ----------
+    world : TabularMDP
+    horizon : int
+    num_particles : int, default 256
+        N >= 2, the reference included.
+    proposal : optional
+        A (T, S, A) array of probabilities or an object with ``.log_policy`` (T, S, A) (see
+        :func:`pgm_rl.particles.check_proposal`); None for the uniform prior.
     """
-    if not getattr(mdp, "is_deterministic", True):
-        return _build_stochastic(mdp, horizon, num_particles, log_proposal)
-    next_state = jnp.asarray(mdp.next_state)
-    reward = jnp.asarray(mdp.reward)
+    num_particles = _check_num_particles(num_particles)
+    log_proposal = None if proposal is None else jnp.asarray(
+        check_proposal(proposal, world, horizon)
+    )
+    out_states = jnp.asarray(world.outcome_states)
+    out_probs = jnp.asarray(world.outcome_probs)
+    out_rewards = jnp.asarray(world.outcome_rewards)
     ref_index = num_particles - 1
 
     def step(key, state, beta):
-        ref = state.actions
-        g = returns_to_go(mdp, ref)
-        values = _values(log_proposal, mdp, beta)
-        s0 = jnp.full(num_particles, mdp.start_state, next_state.dtype)
-        log_w0 = jnp.zeros(num_particles, reward.dtype)
+        ref, ref_outcomes = state.actions, state.outcomes
+        values = log_values_to_go(world, ref, ref_outcomes, beta)  # (T + 1, S)
+        psi = None if log_proposal is None else proposal_values(log_proposal, world, beta)
+        start_key, sweep_key, pick_key = random.split(key, 3)
+        s0 = draw_start(start_key, world, (num_particles,)).at[ref_index].set(state.start)
+        log_w0 = jnp.zeros(num_particles, out_rewards.dtype)
 
         def forward(carry, inputs):
             states, log_w = carry
-            step_key, t, ref_action = inputs
-            resample_key, ancestor_key, action_key = random.split(step_key, 3)
+            step_key, t, ref_action, ref_k = inputs
+            resample_key, ancestor_key, action_key, outcome_key = random.split(step_key, 4)
             ancestors = multinomial_resample(resample_key, log_w, num_particles)
-            ancestor_log_w = log_w + beta * g[t, states] + _ancestor_twist(values, t, states)
+            ancestor_log_w = log_w + values[t, states] + _ancestor_twist(psi, t, states)
             ref_ancestor = random.categorical(ancestor_key, ancestor_log_w)
-            ref_ancestor = ref_ancestor.astype(jnp.int32)
-            ancestors = ancestors.at[ref_index].set(ref_ancestor)
+            ancestors = ancestors.at[ref_index].set(ref_ancestor.astype(jnp.int32))
             parents = states[ancestors]
-            actions, log_q = _propose(action_key, parents, t, mdp.n_actions, log_proposal)
+            actions, log_q = _propose(action_key, parents, t, world.n_actions, log_proposal)
             actions = actions.at[ref_index].set(ref_action)
-            new_log_w = beta * reward[parents, actions]
-            entered = next_state[parents, actions]
+            u = positive_uniform(outcome_key, (num_particles,), out_probs.dtype)
+            cdf = jnp.cumsum(out_probs[parents, actions], axis=-1)
+            outcomes = jnp.sum(cdf[:, :-1] < (u * cdf[:, -1])[:, None], axis=-1)
+            outcomes = outcomes.astype(jnp.int32).at[ref_index].set(ref_k)
+            new_log_w = beta * out_rewards[parents, actions, outcomes]
+            entered = out_states[parents, actions, outcomes]
             if log_q is not None:
                 new_log_w = new_log_w - _log_q_of(log_q, actions)
-                new_log_w = new_log_w + twist(values, t, parents, entered)
-            return (entered, new_log_w), (ancestors, actions)
+                new_log_w = new_log_w + twist(psi, t, parents, entered)
+            return (entered, new_log_w), (ancestors, actions, outcomes)
 
-        sweep_key, pick_key = random.split(key)
-        inputs = (random.split(sweep_key, horizon), jnp.arange(horizon), ref)
-        (_, log_w), (ancestors, actions) = lax.scan(forward, (s0, log_w0), inputs)
+        inputs = (random.split(sweep_key, horizon), jnp.arange(horizon), ref, ref_outcomes)
+        (_, log_w), (ancestors, actions, outcomes) = lax.scan(forward, (s0, log_w0), inputs)
 
         def trace_back(index, step_arrays):
-            step_ancestors, step_actions = step_arrays
-            return step_ancestors[index], step_actions[index]
+            step_ancestors, step_actions, step_outcomes = step_arrays
+            return step_ancestors[index], (step_actions[index], step_outcomes[index])
 
         last = random.categorical(pick_key, log_w).astype(jnp.int32)
-        _, path = lax.scan(trace_back, last, (ancestors, actions), reverse=True)
-        new_state = init_state(mdp, path)
-        changed = jnp.any(path != ref)
+        first, (path, path_outcomes) = lax.scan(
+            trace_back, last, (ancestors, actions, outcomes), reverse=True
+        )
+        start = s0[first]
+        new_state = init_state(world, path, path_outcomes, start)
+        changed = jnp.any(path != ref) | jnp.any(path_outcomes != ref_outcomes)
+        changed = changed | (start != state.start)
         return new_state, MHInfo(changed.astype(log_w.dtype), changed)
 
     return step
+
+
+def _check_num_particles(num_particles):
+    """``num_particles`` as an int >= 2, or a ``TypeError`` / ``ValueError`` naming it."""
+    checked = check_positive_int(num_particles, "num_particles")
+    if checked < 2:
+        raise ValueError(f"num_particles must be an int >= 2, got {num_particles}")
+    return checked
 
 
 class ParticleGibbs(TrajectoryKernel):
@@ -166,139 +194,41 @@ class ParticleGibbs(TrajectoryKernel):
 
     def __init__(self, model, num_particles=256, proposal=None):
         super().__init__(model)
-        self.num_particles = check_positive_int(num_particles, "num_particles")
-        if self.num_particles < 2:
-            raise ValueError(f"num_particles must be an int >= 2, got {num_particles}")
+        self.num_particles = _check_num_particles(num_particles)
         self.proposal = proposal
-        self._resolved_proposal = None if callable(proposal) else proposal
 
-    def build(self, model_args, model_kwargs):
-        if callable(self.proposal) and not hasattr(self.proposal, "log_policy"):
-            mdp, horizon, beta = trajectory_problem(
-                self._model, model_args, model_kwargs, kernel=type(self).__name__
-            )
-            self._resolved_proposal = self.proposal(mdp, horizon, float(beta))
-        return super().build(model_args, model_kwargs)
+    def _builds_its_proposal(self):
+        return callable(self.proposal) and not hasattr(self.proposal, "log_policy")
 
-    def build_step(self, mdp, horizon):
-        if self._resolved_proposal is None and self.proposal is not None:
+    def build_step_at(self, world, horizon, beta):
+        """The step at the model's beta: a callable proposal is built from it here."""
+        proposal = self.proposal
+        if self._builds_its_proposal():
+            proposal = proposal(world, horizon, float(beta))
+        return build_kernel(world, horizon, self.num_particles, proposal)
+
+    def build_step(self, world, horizon):
+        if self._builds_its_proposal():
             raise ValueError(
                 "ParticleGibbs(proposal=<callable>) builds its proposal from the model's "
                 "(mdp, horizon, beta) when MCMC builds the kernel; as a replica-exchange rung "
                 "(several betas) pass a (T, S, A) proposal instead"
             )
-        log_proposal = None
-        if self._resolved_proposal is not None:
-            from pgm_rl.smc import check_proposal
-
-            log_proposal = check_proposal(self._resolved_proposal, mdp, horizon)
-        return build_kernel(mdp, horizon, self.num_particles, log_proposal)
-
-
-def _build_stochastic(mdp, horizon, num_particles, log_proposal=None):
-    """The sweep on a stochastic MDP: particles draw actions, outcome indices and start states
-    from the prior.
-
-    The latent variables are now the start, the actions and the outcome indices; grafting the
-    reference's future ``(a'_t, k'_t), ..., (a'_{T-1}, k'_{T-1})`` onto particle j's state
-    changes not only its return but also the prior probability of its outcome indices (read
-    from other states), so the ancestor weight is ``w_{t-1}^j * exp(L_t(s_t^j))`` with ``L``
-    from :func:`pgm_rl.dynamics.log_values_to_go` (beta times the return plus the log prior
-    of the kept outcome indices). At t = 0 the same rule picks the reference's start among the
-    particles' prior-drawn starts (weights 1 before the first step).
-    """
-    out_states = jnp.asarray(mdp.outcome_states)
-    out_probs = jnp.asarray(mdp.outcome_probs)
-    out_rewards = jnp.asarray(mdp.outcome_rewards)
-    random_dynamics, random_start = mdp.has_random_dynamics, mdp.has_random_start
-    ref_index = num_particles - 1
-
-    def step(key, state, beta):
-        ref = state.actions
-        ref_outcomes = jnp.zeros(horizon, jnp.int32) if state.outcomes is None else state.outcomes
-        values = log_values_to_go(mdp, ref, ref_outcomes, beta)  # (T + 1, S)
-        psi = _values(log_proposal, mdp, beta)
-        start_key, sweep_key, pick_key = random.split(key, 3)
-        s0 = draw_start(start_key, mdp, (num_particles,))
-        if random_start:
-            s0 = s0.at[ref_index].set(state.start)
-        log_w0 = jnp.zeros(num_particles, out_rewards.dtype)
-
-        def forward(carry, inputs):
-            states, log_w = carry
-            step_key, t, ref_action, ref_k = inputs
-            resample_key, ancestor_key, action_key, outcome_key = random.split(step_key, 4)
-            ancestors = multinomial_resample(resample_key, log_w, num_particles)
-            ancestor_log_w = log_w + values[t, states] + _ancestor_twist(psi, t, states)
-            ref_ancestor = random.categorical(ancestor_key, ancestor_log_w)
-            ancestors = ancestors.at[ref_index].set(ref_ancestor.astype(jnp.int32))
-            parents = states[ancestors]
-            actions, log_q = _propose(action_key, parents, t, mdp.n_actions, log_proposal)
-            actions = actions.at[ref_index].set(ref_action)
-            u = positive_uniform(outcome_key, (num_particles,), out_probs.dtype)
-            cdf = jnp.cumsum(out_probs[parents, actions], axis=-1)
-            outcomes = jnp.sum(cdf[:, :-1] < (u * cdf[:, -1])[:, None], axis=-1)
-            outcomes = outcomes.astype(jnp.int32).at[ref_index].set(ref_k)
-            new_log_w = beta * out_rewards[parents, actions, outcomes]
-            entered = out_states[parents, actions, outcomes]
-            if log_q is not None:
-                new_log_w = new_log_w - _log_q_of(log_q, actions)
-                new_log_w = new_log_w + twist(psi, t, parents, entered)
-            return (entered, new_log_w), (ancestors, actions, outcomes)
-
-        inputs = (random.split(sweep_key, horizon), jnp.arange(horizon), ref, ref_outcomes)
-        (_, log_w), (ancestors, actions, outcomes) = lax.scan(forward, (s0, log_w0), inputs)
-
-        def trace_back(index, step_arrays):
-            step_ancestors, step_actions, step_outcomes = step_arrays
-            return step_ancestors[index], (step_actions[index], step_outcomes[index])
-
-        last = random.categorical(pick_key, log_w).astype(jnp.int32)
-        first, (path, path_outcomes) = lax.scan(
-            trace_back, last, (ancestors, actions, outcomes), reverse=True
-        )
-        start = s0[first] if random_start else None
-        new_state = init_state(mdp, path, path_outcomes if random_dynamics else None, start)
-        changed = jnp.any(path != ref) | jnp.any(path_outcomes != ref_outcomes)
-        if random_start:
-            changed = changed | (start != state.start)
-        return new_state, MHInfo(changed.astype(log_w.dtype), changed)
-
-    return step
+        return build_kernel(world, horizon, self.num_particles, self.proposal)
 
 
 class GuidedParticleGibbs(ParticleGibbs):
     """:class:`ParticleGibbs` proposing from a policy built from the problem when MCMC builds it.
 
-    ``proposal(mdp, horizon, beta)`` (default :func:`soft_bellman_proposal`: soft Bellman at
-    beta / 10) gives the (T, S, A) proposal. The registry's ``"guided-particle-gibbs"``. Not a
-    replica-exchange rung (its proposal depends on the model's beta): use
-    ``ParticleGibbs(model, proposal=array)`` there.
+    ``proposal(mdp, horizon, beta)`` (None: :func:`soft_bellman_proposal`, soft Bellman at
+    beta / 10) gives the (T, S, A) proposal; a policy given instead is used as it is. The
+    registry's ``"guided-particle-gibbs"``. Not a replica-exchange rung (its proposal depends on
+    the model's beta): use ``ParticleGibbs(model, proposal=array)`` there.
     """
 
     build_step = None  # not a rung: see the class docstring
 
-    def __init__(self, model, num_particles=256, proposal=soft_bellman_proposal):
-        if not callable(proposal) or hasattr(proposal, "log_policy"):
-            raise TypeError(
-                "GuidedParticleGibbs needs proposal, a callable (mdp, horizon, beta) -> policy; "
-                "for a fixed policy use ParticleGibbs(model, proposal=...)"
-            )
-        super().__init__(model, num_particles, proposal)
-
-    def build(self, model_args, model_kwargs):
-        from pgm_rl.kernels.base import init_from_params, init_from_prior, position
-        from pgm_rl.smc import check_proposal
-
-        mdp, horizon, beta = trajectory_problem(
-            self._model, model_args, model_kwargs, kernel=type(self).__name__
+    def __init__(self, model, num_particles=256, proposal=None):
+        super().__init__(
+            model, num_particles, soft_bellman_proposal if proposal is None else proposal
         )
-        log_q = check_proposal(self.proposal(mdp, horizon, float(beta)), mdp, horizon)
-        step = build_kernel(mdp, horizon, self.num_particles, log_q)
-
-        def init_fn(key, init_params):
-            if init_params is None:
-                return init_from_prior(key, mdp, horizon)
-            return init_from_params(mdp, init_params)
-
-        return init_fn, lambda key, state: step(key, state, beta), position

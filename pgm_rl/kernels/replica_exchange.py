@@ -16,27 +16,37 @@ import jax.numpy as jnp
 import numpy as np
 from jax import random
 
-from pgm_rl.kernels.base import (
-    MHInfo,
-    PureKernelAdapter,
-    init_from_params,
-    init_from_prior,
-    position,
-)
-from pgm_rl.model import trajectory_problem
+from pgm_rl.kernels.base import MHInfo, TrajectoryKernel, init_from_params
+from pgm_rl.kernels.base import init as init_rung
+from pgm_rl.kernels.registry import KERNELS
 
-__all__ = ["ReplicaExchange", "ReplicaExchangeState", "build_kernel", "ladder"]
+__all__ = ["ReplicaExchange", "ReplicaExchangeState", "build_kernel", "init", "ladder"]
+
+RUNGS = tuple(name for name, record in KERNELS.items() if record.rung)
 
 
 class ReplicaExchangeState(NamedTuple):
     """``rungs``: the base kernel's :class:`~pgm_rl.kernels.base.RegenerationState` stacked over
     the K rungs (leading axis K); ``i``: step counter (its parity picks the swap pairs);
     ``swap_accept_prob``: mean swap acceptance probability over the pairs tried at the last
-    step (``extra_fields=("kernel_state.swap_accept_prob",)`` records it)."""
+    step (``extra_fields=("kernel_state.swap_accept_prob",)`` records it). ``actions`` (T,),
+    ``outcomes`` (T,) and ``start`` () are the target rung's (per chain)."""
 
     rungs: Any
     i: jax.Array
     swap_accept_prob: jax.Array
+
+    @property
+    def actions(self):
+        return self.rungs.actions[0]
+
+    @property
+    def outcomes(self):
+        return self.rungs.outcomes[0]
+
+    @property
+    def start(self):
+        return self.rungs.start[0]
 
 
 def ladder(beta, num_rungs, min_fraction=1e-3):
@@ -44,13 +54,44 @@ def ladder(beta, num_rungs, min_fraction=1e-3):
     return beta * np.geomspace(1.0, min_fraction, num_rungs)
 
 
-def build_kernel(base_step, betas):
-    """``step(key, state) -> (state, info)`` over the rungs; ``betas`` (K,) decreasing."""
-    betas = jnp.asarray(betas)
-    num_rungs = betas.shape[0]
+def init(key, world, horizon, beta=None, betas=None, num_rungs=6, **params):
+    """Every rung drawn from the prior (:func:`pgm_rl.kernels.base.init`); K = ``len(betas)``,
+    or ``num_rungs``."""
+    num_rungs = _check_ladder(betas, num_rungs)
+    rungs = jax.vmap(lambda k: init_rung(k, world, horizon))(random.split(key, num_rungs))
+    return ReplicaExchangeState(rungs, jnp.array(0), jnp.zeros((), rungs.ret.dtype))
+
+
+def build_kernel(world, horizon, base="suffix-mh", base_params=None, betas=None, num_rungs=6):
+    """``step(key, state, beta) -> (state, info)`` over the rungs.
+
+    Parameters
+    ----------
+    world : TabularMDP
+    horizon : int
+    base : str or callable, default "suffix-mh"
+        The kernel run on every rung: a registered rung kernel's name (its module's
+        ``build_kernel(world, horizon, **base_params)``), or a pure ``step(key, state, beta)``.
+    base_params : dict, optional
+        The named base kernel's parameters.
+    betas : array_like, shape (K,), optional
+        The ladder, strictly decreasing and >= 0: rung k runs at ``beta * betas[k] / betas[0]``
+        (``betas`` itself when ``beta == betas[0]``). Default: :func:`ladder` with
+        ``num_rungs`` rungs.
+    num_rungs : int, default 6
+        K >= 2 for the default ladder.
+    """
+    num_rungs = _check_ladder(betas, num_rungs)
+    if betas is None:
+        fractions = jnp.asarray(ladder(1.0, num_rungs))
+    else:
+        betas = np.asarray(betas, dtype=float)
+        fractions = jnp.asarray(betas / betas[0])
+    base_step = _base_step(world, horizon, base, base_params)
     pair = jnp.arange(num_rungs - 1)
 
-    def step(key, state):
+    def step(key, state, beta):
+        betas = beta * fractions
         move_key, swap_key = random.split(key)
         rungs, infos = jax.vmap(base_step)(random.split(move_key, num_rungs), state.rungs, betas)
         accept_prob = infos.accept_prob[0]
@@ -71,7 +112,38 @@ def build_kernel(base_step, betas):
     return step
 
 
-class ReplicaExchange(PureKernelAdapter):
+def _base_step(world, horizon, base, base_params):
+    """The rung's pure step from a registered name (checked) or a step function."""
+    if callable(base):
+        if base_params:
+            raise ValueError("base_params is for a base kernel given by name")
+        return base
+    return KERNELS[_check_base_name(base)].build_kernel(world, horizon, **(base_params or {}))
+
+
+def _check_base_name(name):
+    if not isinstance(name, str) or name not in RUNGS:
+        raise ValueError(f"base_kernel must be one of {', '.join(RUNGS)}; got {name!r}")
+    return name
+
+
+def _check_ladder(betas, num_rungs):
+    """The number of rungs K (checked ``num_rungs``, or ``len(betas)`` checked)."""
+    if isinstance(num_rungs, bool) or not isinstance(num_rungs, numbers.Integral):
+        raise TypeError(f"num_rungs must be an int >= 2, got {num_rungs!r}")
+    if num_rungs < 2:
+        raise ValueError(f"num_rungs must be an int >= 2, got {num_rungs}")
+    if betas is None:
+        return int(num_rungs)
+    betas = np.asarray(betas, dtype=float)
+    if betas.ndim != 1 or betas.shape[0] < 2:
+        raise ValueError(f"betas must be a 1-D ladder of >= 2 values, got shape {betas.shape}")
+    if not np.all(np.isfinite(betas)) or np.any(betas < 0) or np.any(np.diff(betas) >= 0):
+        raise ValueError(f"betas must be finite, >= 0 and strictly decreasing, got {betas}")
+    return betas.shape[0]
+
+
+class ReplicaExchange(TrajectoryKernel):
     """Parallel tempering over inverse temperatures; ``get_samples()`` is the target chain.
 
     Parameters
@@ -88,6 +160,8 @@ class ReplicaExchange(PureKernelAdapter):
         ``ParticleGibbs(model, num_particles=64)``.
     num_rungs : int, default 6
         Number of rungs K >= 2 of the default ladder (ignored when ``betas`` is given).
+    base_params : dict or None, default None
+        The named base kernel's parameters, e.g. ``{"num_particles": 64}``.
 
     Notes
     -----
@@ -96,69 +170,49 @@ class ReplicaExchange(PureKernelAdapter):
     ``extra_fields=("kernel_state.swap_accept_prob",)``.
     """
 
-    def __init__(self, model, betas=None, base_kernel="suffix-mh", num_rungs=6):
+    build_step = None  # not a rung itself
+
+    def __init__(self, model, betas=None, base_kernel="suffix-mh", num_rungs=6, base_params=None):
         super().__init__(model)
-        self.base_kernel = _rung_kernel(base_kernel, model)
-        if isinstance(num_rungs, bool) or not isinstance(num_rungs, numbers.Integral):
-            raise TypeError(f"num_rungs must be an int >= 2, got {num_rungs!r}")
-        if num_rungs < 2:
-            raise ValueError(f"num_rungs must be an int >= 2, got {num_rungs}")
-        if betas is not None:
-            betas = np.asarray(betas, dtype=float)
-            if betas.ndim != 1 or betas.shape[0] < 2:
-                raise ValueError(
-                    f"betas must be a 1-D ladder of >= 2 values, got shape {betas.shape}"
-                )
-            if not np.all(np.isfinite(betas)) or np.any(betas < 0) or np.any(np.diff(betas) >= 0):
-                raise ValueError(f"betas must be finite, >= 0 and strictly decreasing, got {betas}")
-        self.betas = betas
-        self.num_rungs = int(num_rungs)
-
-    def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(
-            self._model, model_args, model_kwargs, kernel="ReplicaExchange"
-        )
-        if self.betas is None:
-            betas = ladder(float(beta), self.num_rungs)
-        elif not np.isclose(self.betas[0], float(beta), rtol=1e-12, atol=0.0):
-            raise ValueError(
-                f"betas[0] must equal the model's beta {float(beta)} (the target), got {self.betas[0]}"
+        if isinstance(base_kernel, str):
+            _check_base_name(base_kernel)
+            if base_params is not None:
+                KERNELS[base_kernel]._check_names(base_params)
+        elif not callable(getattr(base_kernel, "build_step", None)):
+            raise TypeError(
+                f"base_kernel must be a kernel name ({', '.join(RUNGS)}) or a kernel object with "
+                f"a pure step(key, state, beta) (e.g. SuffixMH(model)), got {base_kernel!r}"
             )
-        else:
-            betas = self.betas
-        step = build_kernel(self.base_kernel.build_step(mdp, horizon), betas)
+        elif base_params is not None:
+            raise ValueError("base_params is for a base_kernel given by name")
+        self.base_kernel = base_kernel
+        self.base_params = None if base_params is None else dict(base_params)
+        self.num_rungs = _check_ladder(betas, num_rungs)
+        self.betas = None if betas is None else np.asarray(betas, dtype=float)
 
-        def init_fn(key, init_params):
-            keys = random.split(key, len(betas))
-            if init_params is None:
-                rungs = jax.vmap(lambda k: init_from_prior(k, mdp, horizon))(keys)
-            else:
-                start = init_from_params(mdp, init_params)
-                rungs = jax.tree.map(lambda x: jnp.stack([x] * len(betas)), start)
-            zero = jnp.zeros((), rungs.ret.dtype)
-            return ReplicaExchangeState(rungs, jnp.array(0), zero)
+    def build_step_at(self, world, horizon, beta):
+        if self.betas is not None and not np.isclose(
+            self.betas[0], float(beta), rtol=1e-12, atol=0.0
+        ):
+            raise ValueError(
+                f"betas[0] must equal the model's beta {float(beta)} (the target), "
+                f"got {self.betas[0]}"
+            )
+        rung = self.base_kernel
+        if not isinstance(rung, str):
+            rung = rung.build_step(world, horizon)
+        return build_kernel(world, horizon, rung, self.base_params, self.betas, self.num_rungs)
 
-        return init_fn, step, lambda state: position(jax.tree.map(lambda x: x[0], state.rungs))
+    def init_kernel_state(self, key, world, horizon, beta):
+        return init(key, world, horizon, beta, self.betas, self.num_rungs)
+
+    def state_at(self, world, horizon, init_params):
+        start = init_from_params(world, init_params)
+        rungs = jax.tree.map(lambda x: jnp.stack([x] * self.num_rungs), start)
+        return ReplicaExchangeState(rungs, jnp.array(0), jnp.zeros((), rungs.ret.dtype))
 
     def get_diagnostics_str(self, state):
         return (
             f"acc. prob={float(state.mean_accept_prob):.2f}, "
             f"swap prob={float(state.kernel_state.swap_accept_prob):.2f}"
         )
-
-
-def _rung_kernel(base_kernel, model):
-    """The kernel object run on each rung, from a registered name or a kernel object."""
-    from pgm_rl.kernels.registry import KERNELS
-
-    rungs = [name for name, record in KERNELS.items() if record.rung]
-    if isinstance(base_kernel, str):
-        if base_kernel not in rungs:
-            raise ValueError(f"base_kernel must be one of {', '.join(rungs)}; got {base_kernel!r}")
-        return KERNELS[base_kernel].make(model)
-    if not callable(getattr(base_kernel, "build_step", None)):
-        raise TypeError(
-            f"base_kernel must be a kernel name ({', '.join(rungs)}) or a kernel object with a "
-            f"pure step(key, state, beta) (e.g. SuffixMH(model)), got {base_kernel!r}"
-        )
-    return base_kernel

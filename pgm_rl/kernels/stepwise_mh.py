@@ -21,11 +21,21 @@ import numpy as np
 from jax import random
 
 from pgm_rl.dynamics import rollout
-from pgm_rl.exact import _check_problem, _forward
-from pgm_rl.kernels.base import PureKernelAdapter, mh_accept
-from pgm_rl.model import trajectory_problem
+from pgm_rl.exact.checks import check_problem
+from pgm_rl.kernels import base
+from pgm_rl.kernels.base import TrajectoryKernel, mh_accept
+from pgm_rl.messages import policy_marginals
+from pgm_rl.worlds import require_deterministic
 
-__all__ = ["StepwiseMH", "StepwiseMHState", "StepwiseTarget", "build_kernel", "stepwise_target"]
+__all__ = [
+    "StepwiseMH",
+    "StepwiseMHState",
+    "StepwiseTarget",
+    "build_kernel",
+    "init",
+    "init_at",
+    "stepwise_target",
+]
 
 
 class StepwiseMHState(NamedTuple):
@@ -33,11 +43,20 @@ class StepwiseMHState(NamedTuple):
 
     ``actions`` (T,) int; ``states`` (T + 1,) int: ``states[0]`` is the start and
     ``states[t + 1]`` the state entered by the step kept at time t; ``rewards`` (T,).
+    ``outcomes`` (T,) (all 0: deterministic dynamics) and ``start`` () as every kernel state.
     """
 
     actions: jax.Array
     states: jax.Array
     rewards: jax.Array
+
+    @property
+    def outcomes(self):
+        return jnp.zeros_like(self.actions)
+
+    @property
+    def start(self):
+        return self.states[..., 0]
 
 
 class StepwiseMHInfo(NamedTuple):
@@ -48,31 +67,27 @@ class StepwiseMHInfo(NamedTuple):
     is_accepted: jax.Array
 
 
-def init(mdp, actions):
-    """Start at the rollout of ``actions`` (T,)."""
+def init_at(world, actions):
+    """The state at the rollout of ``actions`` (T,)."""
     actions = jnp.asarray(actions, jnp.int32)
-    states, rewards = rollout(mdp, actions)
+    states, rewards = rollout(world, actions)
     return StepwiseMHState(actions, states, rewards)
 
 
-def _check_deterministic(mdp, what):
-    """Refuse stochastic MDPs, naming why (the notebook's per-step sampler is defined on
-    deterministic dynamics only)."""
-    if not getattr(mdp, "is_deterministic", True):
-        raise ValueError(
-            f"{what} is the notebook's per-time-step sampler, defined for deterministic "
-            "dynamics and a single start state only: on a stochastic MDP a kept step "
-            "(action, entered state) is not determined by the action, and the sampler targets "
-            "no trajectory posterior anyway; use TrajectoryMH, SuffixMH, ActionGibbs, "
-            "ParticleGibbs, ReplicaExchange or pgm_rl.run_smc, which sample the stochastic "
-            "posterior"
-        )
-    return mdp
+def init(key, world, horizon, beta=None, **params):
+    """The state at a prior draw (:func:`pgm_rl.kernels.base.init`; deterministic dynamics)."""
+    require_deterministic(world, "StepwiseMH")
+    return init_at(world, base.init(key, world, horizon).actions)
 
 
-def build_kernel(mdp, horizon):
-    """``step(key, state, beta)``: a fresh prior rollout, then T independent accept steps."""
-    _check_deterministic(mdp, "StepwiseMH")
+def build_kernel(world, horizon):
+    """``step(key, state, beta)``: a fresh prior rollout, then T independent accept steps.
+
+    Defined for deterministic dynamics and a single start state only (a ``ValueError``
+    otherwise): on a stochastic MDP a kept step (action, entered state) is not determined by
+    the action, and the sampler targets no trajectory posterior anyway.
+    """
+    mdp = require_deterministic(world, "StepwiseMH")
 
     def step(key, state, beta):
         proposal_key, accept_key = random.split(key)
@@ -92,7 +107,7 @@ def build_kernel(mdp, horizon):
     return step
 
 
-class StepwiseMH(PureKernelAdapter):
+class StepwiseMH(TrajectoryKernel):
     """The notebook's per-time-step MH sampler (targets :func:`stepwise_target`, not the posterior).
 
     Samples ``"actions"`` (T,), ``"states"`` (T + 1,) and ``"rewards"`` (T,) are the per-step
@@ -111,21 +126,20 @@ class StepwiseMH(PureKernelAdapter):
     >>> mcmc.run(jax.random.key(0), env, horizon, beta)
     """
 
-    def build(self, model_args, model_kwargs):
-        mdp, horizon, beta = trajectory_problem(
-            self._model, model_args, model_kwargs, kernel="StepwiseMH"
-        )
-        _check_deterministic(mdp, "StepwiseMH")
-        step = build_kernel(mdp, horizon)
+    build_step = None  # not a rung: it targets another distribution
 
-        def init_fn(key, init_params):
-            if init_params is None:
-                actions = random.randint(key, (horizon,), 0, mdp.n_actions, jnp.int32)
-            else:
-                actions = init_params["actions"]
-            return init(mdp, actions)
+    def build_step_at(self, world, horizon, beta):
+        return build_kernel(world, horizon)
 
-        return init_fn, lambda key, state: step(key, state, beta), lambda state: state._asdict()
+    def init_kernel_state(self, key, world, horizon, beta):
+        return init(key, world, horizon, beta)
+
+    def state_at(self, world, horizon, init_params):
+        return init_at(world, init_params["actions"])
+
+    def position(self, sites):
+        """The kept per-step values (``"actions"``, ``"states"``, ``"rewards"``)."""
+        return lambda state: state._asdict()
 
     def postprocess_fn(self, model_args, model_kwargs):
         """Identity: the position already holds ``"actions"``, ``"states"`` and ``"rewards"``."""
@@ -183,8 +197,8 @@ def stepwise_target(env, horizon, beta):
     -------
     StepwiseTarget
     """
-    mdp, horizon, beta = _check_problem(env, horizon, beta)
-    _check_deterministic(mdp, "stepwise_target")
+    mdp, horizon, beta = check_problem(env, horizon, beta)
+    require_deterministic(mdp, "stepwise_target")
     reward = jnp.asarray(mdp.reward)
     log_joint, state_marginals, action_marginals, step_returns = _stepwise(
         mdp, beta * reward, horizon
@@ -206,7 +220,7 @@ def _stepwise(mdp, scaled_reward, horizon):
     next_state, reward = mdp.next_state, mdp.reward
     n_states, n_actions = next_state.shape
     uniform = jnp.full((horizon, n_states, n_actions), -jnp.log(n_actions), reward.dtype)
-    prior_states, _, _ = _forward(uniform, mdp)  # (T + 1, S)
+    prior_states = policy_marginals(uniform, mdp.outcome_states, mdp.outcome_probs, mdp.start_probs)
     log_mu = jnp.log(prior_states[:-1])  # (T, S), -inf where unreachable
     # Shift by each step's largest reachable scaled reward first: at beta * r ~ 1e8 in float32,
     # log_mu (~ -10) added to the unshifted value would be lost in its rounding.

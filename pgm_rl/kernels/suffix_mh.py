@@ -1,12 +1,17 @@
-"""Suffix and block regeneration: Metropolis-Hastings that redraws part of the action sequence.
+"""Suffix and block regeneration: Metropolis-Hastings that redraws part of a trajectory.
 
 A move picks a window ``[start, stop)`` independently of the current trajectory (a cut
 ``start`` and ``stop = T`` for a suffix move, or ``stop = start + block_size`` for a block
-move), redraws the actions in it from the uniform prior and keeps the others; one MCMC step
-is a sweep of moves over the cuts ``start = 0..T-1``. The proposal is
-the prior on the window, so the MH log ratio is the likelihood ratio
-``beta * (return(new) - return(old))``. For a suffix move only the suffix's rewards change;
-for a block move the states after the window shift, so the full return is recomputed.
+move), redraws the actions in it from the uniform prior and the outcome indices in it from the
+dynamics, in order along the new path (and the start state, when the window holds step 0),
+and keeps the others; one MCMC step is a sweep of moves over the cuts ``start = 0..T-1``.
+
+The proposal is the prior on the window, so the MH log ratio is the likelihood ratio
+``beta * (R' - R)`` plus the prior ratio of the outcome indices kept after the window: they
+keep their values but are read from states that may have changed,
+``sum_{t >= stop} (log p(k_t | s'_t, a'_t) - log p(k_t | s_t, a_t))`` (zero for a suffix move
+and on deterministic dynamics, K = 1; ``-inf``, a rejection, where a kept index is impossible
+from the new state).
 
 The pure functions take ``beta`` as an argument, so :mod:`pgm_rl.kernels.replica_exchange`
 runs one chain per inverse temperature with the same compiled step.
@@ -17,87 +22,91 @@ import numbers
 import jax.numpy as jnp
 from jax import lax, random
 
-from pgm_rl._sampling import positive_uniform
-from pgm_rl.dynamics import draw_start, follow, rollout
-from pgm_rl.kernels.base import MHInfo, RegenerationState, TrajectoryKernel, init_state, mh_accept
+from pgm_rl.dynamics import draw_start, follow
+from pgm_rl.kernels.base import MHInfo, RegenerationState, TrajectoryKernel, init, mh_accept
 
-__all__ = ["SuffixMH", "build_kernel", "regenerate"]
+__all__ = ["SuffixMH", "build_kernel", "init", "regenerate", "regenerate_suffix"]
 
 
-def regenerate(key, state, beta, start, stop, mdp):
-    """One MH step that redraws ``state.actions[start:stop]`` from the prior.
+def regenerate(key, state, beta, start, stop, world):
+    """One MH step that redraws the window ``[start, stop)`` of ``state`` from the prior.
 
     ``start`` and ``stop`` may be traced ints; ``beta`` is the inverse temperature.
     ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState`.
     Returns ``(RegenerationState, MHInfo)``.
     """
-    if not getattr(mdp, "is_deterministic", True):
-        return _regenerate_stochastic(key, state, beta, start, stop, mdp)
-    proposal_key, accept_key = random.split(key)
+    log_probs = follow(world, state.start, state.actions, state.outcomes)[3]
+    redraw_start = (start <= 0) & (stop > 0)
+    (state, _), info = _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start)
+    return state, info
+
+
+def regenerate_suffix(key, state, beta, start, world):
+    """:func:`regenerate` of the suffix ``[start, T)``: no outcome is kept after the window, so
+    the log prior of the kept ones is not needed (the whole trajectory at ``start = 0``)."""
+    zeros = jnp.zeros(state.actions.shape, jnp.asarray(world.outcome_probs).dtype)
     horizon = state.actions.shape[-1]
-    fresh = random.randint(proposal_key, (horizon,), 0, mdp.n_actions, jnp.int32)
+    (state, _), info = _regenerate(key, state, zeros, beta, start, horizon, world, start <= 0)
+    return state, info
+
+
+def _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start):
+    """:func:`regenerate` given the log prior (T,) of the state's outcome indices (only those
+    after the window are read; zeros serve a suffix move) and whether the start is redrawn
+    (a bool, possibly traced). Returns ``((state, log_probs), MHInfo)``."""
+    draw_key, accept_key = random.split(key)
+    horizon = state.actions.shape[-1]
     time = jnp.arange(horizon)
     window = (time >= start) & (time < stop)
-    proposal = init_state(mdp, jnp.where(window, fresh, state.actions))
-    return mh_accept(accept_key, beta * (proposal.ret - state.ret), proposal, state)
-
-
-def _regenerate_stochastic(key, state, beta, start, stop, mdp):
-    """:func:`regenerate` on a stochastic MDP: the window's actions AND outcome indices (and the
-    start state, when the window holds step 0 and the start is random) are redrawn from the
-    prior, in order along the new path.
-
-    The outcome indices kept after the window keep their values, but the states they are read
-    from may change, and with them their prior probabilities: the MH log ratio is
-    ``beta * (R' - R) + sum_{t >= stop} (log p(k_t | s'_t, a_t) - log p(k_t | s_t, a_t))``
-    (zero extra term for a suffix move; ``-inf``, a rejection, where a kept index is impossible
-    from the new state).
-    """
-    proposal_key, accept_key = random.split(key)
-    action_key, noise_key, start_key = random.split(proposal_key, 3)
-    horizon = state.actions.shape[-1]
-    fresh = random.randint(action_key, (horizon,), 0, mdp.n_actions, jnp.int32)
-    time = jnp.arange(horizon)
-    window = (time >= start) & (time < stop)
+    # One draw of 2T uniforms in [0, 1): the fresh actions (uniform over the A actions) and the
+    # inverse-CDF noise of the fresh outcomes (in (0, 1]).
+    u = random.uniform(draw_key, (2, horizon), jnp.asarray(world.outcome_probs).dtype)
+    fresh = jnp.minimum(u[0] * world.n_actions, world.n_actions - 1).astype(jnp.int32)
     actions = jnp.where(window, fresh, state.actions)
-    old_start = mdp.start_state if state.start is None else state.start
-    new_start = old_start
-    if state.start is not None:
-        redraw = (start <= 0) & (stop > 0)
-        new_start = jnp.where(redraw, draw_start(start_key, mdp), state.start)
-    if state.outcomes is None:  # random start, deterministic dynamics
-        _, rewards = rollout(mdp, actions, new_start)
-        proposal = RegenerationState(actions, jnp.sum(rewards), None, new_start)
-        return mh_accept(accept_key, beta * (proposal.ret - state.ret), proposal, state)
-    dtype = jnp.asarray(mdp.outcome_probs).dtype
-    noise = positive_uniform(noise_key, (horizon,), dtype)
-    _, rewards, outcomes, log_probs = follow(mdp, new_start, actions, state.outcomes, noise, window)
-    _, _, _, old_log_probs = follow(mdp, old_start, state.actions, state.outcomes)
-    kept_after = jnp.sum(jnp.where(time >= stop, log_probs - old_log_probs, 0.0))
-    proposal = RegenerationState(
-        actions, jnp.sum(rewards), outcomes, None if state.start is None else new_start
+    noise = 1.0 - u[1]
+    new_start = state.start
+    if redraw_start is not False:  # a start kept for sure (static False) costs nothing
+        drawn = draw_start(random.fold_in(draw_key, 1), world)
+        new_start = jnp.where(redraw_start, drawn, state.start)
+    _, rewards, outcomes, new_log_probs = follow(
+        world, new_start, actions, state.outcomes, noise, window
     )
+    kept_after = jnp.sum(jnp.where(time >= stop, new_log_probs - log_probs, 0.0))
+    proposal = RegenerationState(actions, jnp.sum(rewards), outcomes, new_start)
     log_ratio = beta * (proposal.ret - state.ret) + kept_after
-    return mh_accept(accept_key, log_ratio, proposal, state)
+    return mh_accept(accept_key, log_ratio, (proposal, new_log_probs), (state, log_probs))
 
 
-def build_kernel(mdp, horizon, block_size=None):
+def build_kernel(world, horizon, block_size=None):
     """One sweep of suffix (``block_size=None``) or block moves, ``step(key, state, beta)``.
 
     The sweep visits the cuts ``start = 0, 1, ..., T - 1`` in turn; each move redraws
     ``[start, T)`` (or ``[start, min(start + block_size, T))``) and is accepted or rejected on
     its own. The info's ``accept_prob`` is the mean over the sweep's T moves.
     """
+    block_size = check_block_size(block_size)
+
+    def move(carry, inputs, beta, redraw_start):
+        state, log_probs = carry
+        move_key, start = inputs
+        stop = horizon if block_size is None else jnp.minimum(start + block_size, horizon)
+        return _regenerate(move_key, state, log_probs, beta, start, stop, world, redraw_start)
 
     def step(key, state, beta):
-        def move(state, inputs):
-            move_key, start = inputs
-            stop = horizon if block_size is None else jnp.minimum(start + block_size, horizon)
-            return regenerate(move_key, state, beta, start, stop, mdp)
-
-        inputs = (random.split(key, horizon), jnp.arange(horizon))
-        state, infos = lax.scan(move, state, inputs)
-        return state, MHInfo(jnp.mean(infos.accept_prob), jnp.any(infos.is_accepted))
+        # A suffix move keeps no outcome after its window: the log prior of the kept ones is
+        # only needed (and carried) for block moves.
+        if block_size is None:
+            log_probs = jnp.zeros(horizon, jnp.asarray(world.outcome_probs).dtype)
+        else:
+            log_probs = follow(world, state.start, state.actions, state.outcomes)[3]
+        keys = random.split(key, horizon)
+        # Only the first cut's window holds step 0 (and so redraws the start).
+        carry, first = move((state, log_probs), (keys[0], 0), beta, True)
+        (state, _), infos = lax.scan(
+            lambda c, x: move(c, x, beta, False), carry, (keys[1:], jnp.arange(1, horizon))
+        )
+        accept = (first.accept_prob + jnp.sum(infos.accept_prob)) / horizon
+        return state, MHInfo(accept, first.is_accepted | jnp.any(infos.is_accepted))
 
     return step
 
@@ -116,12 +125,13 @@ def check_block_size(block_size):
 
 
 class SuffixMH(TrajectoryKernel):
-    """Metropolis-Hastings that regenerates a suffix (or a block) of the actions from the prior.
+    """Metropolis-Hastings that regenerates a suffix (or a block) of the trajectory from the prior.
 
-    One step is a sweep over the cuts ``start = 0..T-1``: at each, the actions from ``start``
-    on (or in ``[start, start + block_size)``) are redrawn from the prior, the rest kept, and
-    the proposal accepted in log space with the likelihood ratio. Far cheaper to accept than a
-    whole new trajectory: a suffix of length ``T - start`` only has to be good on its own.
+    One step is a sweep over the cuts ``start = 0..T-1``: at each, the actions (and outcomes)
+    from ``start`` on (or in ``[start, start + block_size)``) are redrawn from the prior, the
+    rest kept, and the proposal accepted in log space with the likelihood ratio. Far cheaper
+    to accept than a whole new trajectory: a suffix of length ``T - start`` only has to be good
+    on its own.
 
     Parameters
     ----------
@@ -141,5 +151,5 @@ class SuffixMH(TrajectoryKernel):
         super().__init__(model)
         self.block_size = check_block_size(block_size)
 
-    def build_step(self, mdp, horizon):
-        return build_kernel(mdp, horizon, self.block_size)
+    def build_step(self, world, horizon):
+        return build_kernel(world, horizon, self.block_size)

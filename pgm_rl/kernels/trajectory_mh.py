@@ -1,9 +1,14 @@
 """The notebook's full-trajectory sampler: independence MH with fresh prior rollouts as proposals.
 
 The proposal is the prior, so the MH ratio is the likelihood ratio:
-accept with ``log u < loglik(new) - loglik(old)``. Written for any NumPyro model whose latent
-sites can all be drawn from their priors; the likelihood is everything observed
-(``numpyro.factor`` sites included).
+accept with ``log u < loglik(new) - loglik(old)``.
+
+Two forms. The kernel contract's :func:`init` and :func:`build_kernel` work on the arrays of
+:func:`pgm_rl.trajectory_model` (a :class:`~pgm_rl.kernels.base.RegenerationState`; one
+whole-trajectory prior proposal per step), and serve as a replica-exchange rung. The adapter
+:class:`TrajectoryMH` samples any NumPyro model whose latent sites can all be drawn from their
+priors, through :func:`general_init` and :func:`build_general_kernel`: the likelihood is
+everything observed (``numpyro.factor`` sites included).
 """
 
 from typing import NamedTuple
@@ -12,7 +17,23 @@ import jax
 import jax.numpy as jnp
 from numpyro.handlers import seed, substitute, trace
 
-from pgm_rl.kernels.base import PureKernelAdapter, latent_sites, mh_accept, trace_log_likelihood
+from pgm_rl.kernels.base import (
+    PureKernelAdapter,
+    init,
+    latent_sites,
+    mh_accept,
+    trace_log_likelihood,
+)
+from pgm_rl.kernels.suffix_mh import regenerate_suffix
+
+__all__ = [
+    "TrajectoryMH",
+    "TrajectoryMHState",
+    "build_general_kernel",
+    "build_kernel",
+    "general_init",
+    "init",
+]
 
 
 class TrajectoryMHState(NamedTuple):
@@ -22,13 +43,24 @@ class TrajectoryMHState(NamedTuple):
     log_likelihood: jax.Array
 
 
-def init(position, log_likelihood_fn):
-    """Start at ``position`` (dict of latent sites)."""
+def build_kernel(world, horizon):
+    """The contract's step on :func:`pgm_rl.trajectory_model`'s arrays, ``step(key, state, beta)``:
+    one whole-trajectory prior proposal (start, actions, outcomes), MH accept."""
+
+    def step(key, state, beta):
+        return regenerate_suffix(key, state, beta, 0, world)
+
+    return step
+
+
+def general_init(position, log_likelihood_fn):
+    """The general model's state at ``position`` (dict of latent sites)."""
     return TrajectoryMHState(position, log_likelihood_fn(position))
 
 
-def build_kernel(prior_sample_fn):
-    """One independence-MH step; ``prior_sample_fn(key) -> (position, log_likelihood)``."""
+def build_general_kernel(prior_sample_fn):
+    """One independence-MH step on any model; ``prior_sample_fn(key) -> (position,
+    log_likelihood)``; ``step(key, state) -> (state, info)``."""
 
     def step(key, state):
         proposal_key, accept_key = jax.random.split(key)
@@ -79,17 +111,10 @@ class TrajectoryMH(PureKernelAdapter):
                     name: jnp.asarray(init_params[name], prototype[name]["value"].dtype)
                     for name in sites
                 }
-            return init(position, log_likelihood)
+            return general_init(position, log_likelihood)
 
-        return init_fn, build_kernel(prior_sample), lambda state: state.position
+        return init_fn, build_general_kernel(prior_sample), lambda state: state.position
 
-    def build_step(self, mdp, horizon):
-        """The array-level form on :func:`pgm_rl.trajectory_model` alone, for replica exchange:
-        ``step(key, state, beta)`` on a :class:`~pgm_rl.kernels.base.RegenerationState`, one
-        whole-trajectory prior proposal per step."""
-        from pgm_rl.kernels.suffix_mh import regenerate
-
-        def step(key, state, beta):
-            return regenerate(key, state, beta, 0, horizon, mdp)
-
-        return step
+    def build_step(self, world, horizon):
+        """The array-level form (:func:`build_kernel`), for replica exchange."""
+        return build_kernel(world, horizon)

@@ -1,10 +1,35 @@
 """Worlds: what every model, solver, kernel and SMC run needs to know about an environment.
 
 See :mod:`pgm_rl.worlds.protocol` for the protocol a world gives (start distribution, outcomes
-of each state-action pair, their rewards and prior probabilities), and
+of each state-action pair, their rewards and prior probabilities); :mod:`pgm_rl.worlds.tabular`
+for the tabular MDP that implements it (one pytree layout over outcomes),
+:mod:`pgm_rl.worlds.grid` and :mod:`pgm_rl.worlds.gymnasium` for the worlds built on it, and
 :mod:`pgm_rl.worlds.checks` for the argument checks every public function shares.
 """
 
-from pgm_rl.worlds.checks import check_env, describe_randomness, require_deterministic
+from pgm_rl.worlds.checks import (
+    check_env,
+    describe_randomness,
+    latent_sites,
+    require_deterministic,
+)
+from pgm_rl.worlds.grid import ACTION_NAMES, NOTEBOOK_GRID, NOTEBOOK_START, GridWorld, read_grid
+from pgm_rl.worlds.gymnasium import GymnasiumMDP, from_gymnasium
+from pgm_rl.worlds.protocol import World
+from pgm_rl.worlds.tabular import TabularMDP
 
-__all__ = ["check_env", "describe_randomness", "require_deterministic"]
+__all__ = [
+    "ACTION_NAMES",
+    "NOTEBOOK_GRID",
+    "NOTEBOOK_START",
+    "GridWorld",
+    "GymnasiumMDP",
+    "TabularMDP",
+    "World",
+    "check_env",
+    "describe_randomness",
+    "from_gymnasium",
+    "latent_sites",
+    "read_grid",
+    "require_deterministic",
+]

@@ -42,16 +42,10 @@ def outcome_indices(env, draws):
 
 def states_from_draws(env, draws):
     """Kernel states (:class:`RegenerationState`, batched) at exact draws."""
-    outcomes = jnp.asarray(outcome_indices(env, draws)) if env.has_random_dynamics else None
-    start = jnp.asarray(draws["states"][:, 0], jnp.int32) if env.has_random_start else None
+    outcomes = jnp.asarray(outcome_indices(env, draws))
+    start = jnp.asarray(draws["states"][:, 0], jnp.int32)
     actions = jnp.asarray(draws["actions"], jnp.int32)
-    if outcomes is None and start is None:
-        return jax.vmap(lambda a: init_state(env, a))(actions)
-    return jax.vmap(lambda a, k, s0: init_state(env, a, k, s0), in_axes=(0, 0, 0))(
-        actions,
-        outcomes if outcomes is not None else jnp.zeros_like(actions),
-        start if start is not None else jnp.zeros(actions.shape[0], jnp.int32),
-    )
+    return jax.vmap(lambda a, k, s0: init_state(env, a, k, s0))(actions, outcomes, start)
 
 
 def state_paths(env, kernel_states):

@@ -5,6 +5,8 @@ step: a correct kernel leaves the posterior invariant, so the results are again 
 draws and their TV to the exact marginals is bounded by what iid draws show.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +17,13 @@ from helpers import expected_tv
 import pgm_rl
 from pgm_rl._sampling import inverse_cdf_sample, multinomial_resample, positive_uniform
 from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
-from pgm_rl.kernels import action_gibbs, particle_gibbs, replica_exchange, suffix_mh
+from pgm_rl.kernels import (
+    action_gibbs,
+    particle_gibbs,
+    replica_exchange,
+    suffix_mh,
+    trajectory_mh,
+)
 from pgm_rl.kernels.base import MHInfo, RegenerationState, init_state
 
 ENV, HORIZON, BETA = random_grid(5, (3, 3)), 4, 0.8
@@ -24,9 +32,7 @@ NUM_CHAINS = 20000
 STEPS = {
     "suffix-mh": lambda: suffix_mh.build_kernel(ENV, HORIZON),
     "block-mh": lambda: suffix_mh.build_kernel(ENV, HORIZON, block_size=2),
-    "trajectory-mh": lambda: pgm_rl.kernels.TrajectoryMH(pgm_rl.trajectory_model).build_step(
-        ENV, HORIZON
-    ),
+    "trajectory-mh": lambda: trajectory_mh.build_kernel(ENV, HORIZON),
     "action-gibbs": lambda: action_gibbs.build_kernel(ENV, HORIZON),
     "action-gibbs-mh": lambda: action_gibbs.build_kernel(ENV, HORIZON, proposal="mh"),
     "particle-gibbs": lambda: particle_gibbs.build_kernel(ENV, HORIZON, 4),
@@ -89,6 +95,12 @@ def test_action_gibbs_at_huge_beta_takes_the_best_action():
     assert float(info.accept_prob) == 1.0
 
 
+def rung_states(actions, ret):
+    """Stacked rung states (K,) with the given actions (K, T) and returns (K,)."""
+    zeros = jnp.zeros_like(actions)
+    return RegenerationState(actions, ret, zeros, zeros[:, 0])
+
+
 def stub_step(key, state, beta):
     """A base kernel that never moves: isolates replica exchange's swaps."""
     return state, MHInfo(jnp.ones((), float), jnp.ones((), bool))
@@ -97,9 +109,11 @@ def stub_step(key, state, beta):
 def test_replica_exchange_swaps_the_right_pairs():
     betas = jnp.array([1.0, 0.5, 0.25, 0.1])
     # returns increasing with the rung: every swap is uphill for the colder rung (log ratio > 0)
-    rungs = RegenerationState(jnp.arange(4)[:, None] * jnp.ones((4, 2), jnp.int32),
-                              jnp.array([0.0, 100.0, 200.0, 300.0]))  # fmt: skip
-    step = replica_exchange.build_kernel(stub_step, betas)
+    rungs = rung_states(jnp.arange(4)[:, None] * jnp.ones((4, 2), jnp.int32),
+                        jnp.array([0.0, 100.0, 200.0, 300.0]))  # fmt: skip
+    step = partial(
+        replica_exchange.build_kernel(ENV, 2, base=stub_step, betas=betas), beta=betas[0]
+    )
     state = replica_exchange.ReplicaExchangeState(rungs, jnp.array(0), jnp.array(0.0))
     even, _ = step(jax.random.key(0), state)  # pairs (0, 1) and (2, 3)
     np.testing.assert_array_equal(even.rungs.actions[:, 0], [1, 0, 3, 2])
@@ -143,9 +157,11 @@ def test_inverse_cdf_never_picks_a_zero_probability_category():
 
 def test_replica_exchange_with_two_rungs_tries_the_pair_every_step():
     """One pair: the even/odd alternation would leave odd steps with no pair (swap rate 0/0)."""
-    rungs = RegenerationState(jnp.arange(2)[:, None] * jnp.ones((2, 2), jnp.int32),
-                              jnp.array([3.0, 3.0]))  # fmt: skip
-    step = replica_exchange.build_kernel(stub_step, jnp.array([1.0, 0.5]))
+    rungs = rung_states(jnp.arange(2)[:, None] * jnp.ones((2, 2), jnp.int32),
+                        jnp.array([3.0, 3.0]))  # fmt: skip
+    step = partial(
+        replica_exchange.build_kernel(ENV, 2, base=stub_step, betas=[1.0, 0.5]), beta=1.0
+    )
     state = replica_exchange.ReplicaExchangeState(rungs, jnp.array(0), jnp.array(0.0))
     for i in range(3):
         state, info = step(jax.random.key(i), state)

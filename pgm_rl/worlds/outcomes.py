@@ -1,6 +1,6 @@
-"""Checked construction of sparse stochastic dynamics: the (S, A, K) outcome arrays.
+"""Checked construction of the (S, A, K) outcome arrays every tabular world is stored as.
 
-A stochastic :class:`~pgm_rl.envs.TabularMDP` stores, for every state-action pair, its K possible
+A :class:`~pgm_rl.worlds.tabular.TabularMDP` stores, for every state-action pair, its K possible
 outcomes: next states ``states`` (S, A, K) int32, probabilities ``probs`` (S, A, K) and rewards
 ``rewards`` (S, A, K) (the reward of that outcome; it may depend on the state entered). K is the
 largest number of outcomes of any pair; shorter rows are padded with probability-0 entries whose
@@ -12,17 +12,15 @@ start) stay separate outcomes, so nothing is averaged away.
 Everything here is NumPy on the host: it runs once, at construction.
 """
 
-import math
 import numbers
 
 import numpy as np
 
 __all__ = [
     "PROBABILITY_TOLERANCE",
-    "check_slip",
     "check_start",
     "dense_to_outcomes",
-    "grid_outcomes",
+    "finite_float_array",
     "merge_outcomes",
 ]
 
@@ -200,62 +198,26 @@ def check_start(start, n_states):
     return probs / total
 
 
-def check_slip(slip):
-    """``slip`` as a float in [0, 1] or ``TypeError``/``ValueError`` naming it."""
-    if isinstance(slip, (bool, np.bool_)) or not isinstance(slip, numbers.Real):
-        raise TypeError(f"slip must be a real number in [0, 1], got {slip!r}")
-    slip = float(slip)
-    if not (math.isfinite(slip) and 0.0 <= slip <= 1.0):
-        raise ValueError(f"slip must lie in [0, 1], got {slip}")
-    return slip
-
-
-# Actions 0 up, 1 down, 2 left, 3 right, 4 stay: the two perpendicular moves of each.
-_PERPENDICULAR = np.array([(2, 3), (2, 3), (0, 1), (0, 1), (4, 4)])
-
-
-def grid_outcomes(next_state, cell_rewards, slip, terminal_states):
-    """Outcomes of a grid world's moves with slipping and absorbing terminal cells.
-
-    Parameters
-    ----------
-    next_state : int array, shape (S, 5)
-        The deterministic (clipped) move of each action.
-    cell_rewards : array, shape (S,)
-        Reward of entering each cell.
-    slip : float
-        With probability ``slip`` a move goes to one of the two perpendicular directions instead
-        (half each); "stay" always stays.
-    terminal_states : sequence of int
-        Absorbing states: every action stays there with reward 0.
-
-    Returns
-    -------
-    states, probs, rewards : arrays, shape (S, 5, K), K <= 3
-    """
-    n_states, n_actions = next_state.shape
-    moving = np.arange(n_actions) != 4
-    intended = np.where(moving, 1.0 - slip, 1.0)
-    side = np.where(moving, slip / 2.0, 0.0)
-    states = np.stack(
-        [next_state, next_state[:, _PERPENDICULAR[:, 0]], next_state[:, _PERPENDICULAR[:, 1]]],
-        axis=-1,
-    )  # (S, A, 3)
-    probs = np.broadcast_to(np.stack([intended, side, side], axis=-1), states.shape).copy()
-    terminal = np.asarray(list(terminal_states), np.int64)
-    states[terminal] = terminal[:, None, None]
-    probs[terminal] = np.array([1.0, 0.0, 0.0])
-    rewards = np.asarray(cell_rewards, np.float64)[states]
-    rewards[terminal] = 0.0
-    rows = np.broadcast_to(
-        np.arange(n_states * n_actions).reshape(n_states, n_actions, 1), states.shape
-    )
-    return merge_outcomes(
-        rows.ravel(),
-        states.ravel(),
-        probs.ravel(),
-        rewards.ravel(),
-        n_states,
-        n_actions,
-        "grid moves",
-    )
+def finite_float_array(values, name, check_shape=None):
+    """``values`` as a float64 array of finite reals; ``check_shape(shape)`` runs before any copy."""
+    try:
+        raw = np.asarray(values)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a rectangular array of finite numbers (rows of equal length)"
+        ) from None
+    if raw.dtype.kind == "b":
+        raise TypeError(
+            f"{name} must be an array of finite real numbers, got bools (use 0.0 and 1.0)"
+        )
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must be an array of finite real numbers, got {raw.dtype} entries "
+            f"from {type(values).__name__}"
+        )
+    if check_shape is not None:
+        check_shape(raw.shape)
+    array = raw.astype(float)
+    if array.size and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must hold finite numbers only (no NaN or inf)")
+    return array

@@ -1,0 +1,142 @@
+"""Argument checks shared by the exact solvers (and by StepwiseMH's exact target)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgm_rl._checks import (
+    check_beta,
+    check_fits_in_memory,
+    check_horizon,
+    check_no_overflow,
+    itemsize,
+)
+from pgm_rl.messages import working_dtype
+from pgm_rl.worlds import check_env
+from pgm_rl.worlds.outcomes import PROBABILITY_TOLERANCE
+
+__all__ = ["check_fits", "check_policy", "check_problem", "check_states", "state_mask"]
+
+
+def check_problem(env, horizon, beta):
+    """Validated ``(mdp, horizon, float beta)`` whose (T, S, A) arrays fit in memory and whose
+    scaled rewards and totals fit in the working dtype.
+
+    Raises ``TypeError``/``ValueError`` naming the argument (env, horizon or beta).
+    """
+    mdp = check_env(env)
+    horizon = check_horizon(horizon)
+    beta = float(check_beta(beta))
+    check_no_overflow(mdp.outcome_rewards, horizon, beta)  # every outcome, not the mean
+    check_fits(horizon, mdp.n_states, mdp.n_actions, copies=3)
+    return mdp, horizon, beta
+
+
+def check_fits(horizon, n_states, n_actions, copies):
+    """Raise ``ValueError`` naming horizon if ``copies`` (T, S, A) float arrays would not fit."""
+    check_fits_in_memory(
+        copies * horizon * n_states * n_actions * itemsize(),
+        "horizon",
+        horizon,
+        f"the (T, S, A) arrays of {n_states} states x {n_actions} actions",
+        "use a shorter horizon or a smaller env",
+    )
+
+
+def check_states(states, n_states):
+    """Raise unless ``states`` are integer state indices in [0, n_states)."""
+    if not jnp.issubdtype(states.dtype, jnp.integer):
+        raise TypeError(f"states must be an integer array of state indices, got {states.dtype}")
+    if states.size and (int(states.min()) < 0 or int(states.max()) >= n_states):
+        raise ValueError(f"states must lie in [0, {n_states}), the state indices")
+
+
+def check_policy(policy, mdp):
+    """log of a checked (T, S, A) ``policy`` of ``mdp``, in the working dtype."""
+    if isinstance(policy, jax.core.Tracer):
+        raise TypeError("policy must be a concrete array (evaluate_policy is not traceable)")
+    try:
+        array = np.asarray(policy)
+    except ValueError:
+        raise ValueError("policy must be a rectangular (T, S, A) array") from None
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"policy must hold real probabilities, got dtype {array.dtype}")
+    expected = (mdp.n_states, mdp.n_actions)
+    if array.ndim != 3 or array.shape[1:] != expected or array.shape[0] < 1:
+        raise ValueError(
+            f"policy must have shape (T, S, A) = (T, {expected[0]}, {expected[1]}) with T >= 1, "
+            f"got {array.shape}"
+        )
+    array = array.astype(np.float64)
+    bad = ~(np.isfinite(array) & (array >= 0.0))
+    if bad.any():
+        t, s, a = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"policy must hold probabilities (no NaN, inf or negative entries): "
+            f"policy[{t}, {s}, {a}] = {array[t, s, a]!r}"
+        )
+    sums = array.sum(axis=2)
+    wrong = np.abs(sums - 1.0) > PROBABILITY_TOLERANCE
+    if wrong.any():
+        t, s = (int(i) for i in np.argwhere(wrong)[0])
+        raise ValueError(
+            f"policy rows must sum to 1 (tolerance {PROBABILITY_TOLERANCE:g}): policy[{t}, {s}] "
+            f"(step {t}, state {s}) sums to {sums[t, s]!r}"
+        )
+    with np.errstate(divide="ignore"):
+        log_policy = np.log(array / sums[..., None])
+    return jnp.asarray(log_policy, working_dtype())
+
+
+def state_mask(mdp, cells):
+    """A boolean (S,) mask of ``cells``: state indices, (row, col) pairs on a grid, or a mask."""
+    n_states = mdp.n_states
+    has_grid = hasattr(mdp, "state_of") and getattr(mdp, "shape", None) is not None
+    if isinstance(cells, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"cells must be state indices or (row, col) cells, got {cells!r}")
+    if isinstance(cells, (int, np.integer)):
+        items = [cells]
+    elif isinstance(cells, (np.ndarray, jax.Array)) and np.asarray(cells).dtype == bool:
+        mask = np.asarray(cells)
+        if mask.shape != (n_states,):
+            raise ValueError(
+                f"a boolean cells mask must have shape ({n_states},), got {mask.shape}"
+            )
+        return jnp.asarray(mask)
+    elif (
+        isinstance(cells, tuple)
+        and len(cells) == 2
+        and all(isinstance(c, (int, np.integer)) for c in cells)
+        and has_grid
+    ):
+        items = [cells]  # one (row, col) cell
+    else:
+        try:
+            items = (
+                list(np.asarray(cells).tolist()) if isinstance(cells, np.ndarray) else list(cells)
+            )
+        except TypeError:
+            raise TypeError(
+                f"cells must be a state index, a sequence of state indices or (row, col) cells, "
+                f"or a boolean (S,) mask; got {cells!r}"
+            ) from None
+    mask = np.zeros(n_states, bool)
+    for item in items:
+        if isinstance(item, (tuple, list)):
+            if not has_grid:
+                raise TypeError(
+                    f"cells holds {item!r}, a (row, col) pair, but this MDP has no grid: pass "
+                    "state indices"
+                )
+            mask[mdp.state_of(*item)] = True
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            if not 0 <= item < n_states:
+                raise ValueError(
+                    f"cells must lie in [0, {n_states}), the state indices, got {item}"
+                )
+            mask[int(item)] = True
+        else:
+            raise TypeError(
+                f"cells must hold state indices (ints) or (row, col) cells, got {item!r}"
+            )
+    return jnp.asarray(mask)
