@@ -27,11 +27,10 @@ from jax import random
 import pgm_rl
 from pgm_rl.diagnostics import empirical_state_marginals, tv_distance
 from pgm_rl.envs import ACTION_MOVES
-from pgm_rl.kernels import ActionGibbs
 from pgm_rl.kernels.registry import KERNELS
 
-# Registry kernels plus settings the registry does not name: label -> make(model).
-VARIANTS = {"action-gibbs(mh)": lambda model: ActionGibbs(model, proposal="mh")}
+# Registry kernels plus other settings of their parameters: label -> make(model).
+VARIANTS = {"action-gibbs(mh)": lambda model: KERNELS["action-gibbs"].make(model, proposal="mh")}
 CANDIDATES = {**{name: record.make for name, record in KERNELS.items()}, **VARIANTS}
 # The notebook's samplers, what improves on them cheaply, and NumPyro's built-ins; the
 # kernels for hard posteriors are in bench_hard.py.

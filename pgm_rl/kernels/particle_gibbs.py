@@ -101,8 +101,8 @@ def build_kernel(world, horizon, num_particles=256, proposal=None):
         :func:`pgm_rl.particles.check_proposal`); None for the uniform prior.
     """
     num_particles = _check_num_particles(num_particles)
-    log_proposal = None if proposal is None else jnp.asarray(
-        check_proposal(proposal, world, horizon)
+    log_proposal = (
+        None if proposal is None else jnp.asarray(check_proposal(proposal, world, horizon))
     )
     out_states = jnp.asarray(world.outcome_states)
     out_probs = jnp.asarray(world.outcome_probs)

@@ -108,7 +108,8 @@ class KernelRecord(NamedTuple):
     def chain_method(self):
         """``jax.vmap`` or ``"vectorized"``: the ``chain_method`` argument of ``MCMC``."""
         if self.vmap_chains:
-            import jax  # noqa: PLC0415 - the registry stays import-light for ``pgm-rl --help``
+            # lazy: reading the registry imports no JAX (``pgm-rl --help`` in < 1 s)
+            import jax
 
             return jax.vmap
         return "vectorized"
@@ -157,13 +158,13 @@ class KernelRecord(NamedTuple):
 
 
 def _discrete_hmc_gibbs(model, random_walk=False, modified=False):
-    from numpyro.infer import NUTS, DiscreteHMCGibbs  # noqa: PLC0415 - see chain_method
+    from numpyro.infer import NUTS, DiscreteHMCGibbs  # lazy: see KernelRecord.chain_method
 
     return DiscreteHMCGibbs(NUTS(model), random_walk=random_walk, modified=modified)
 
 
 def _mixed_hmc(model, num_discrete_updates=20, trajectory_length=1.2):
-    from numpyro.infer import HMC, MixedHMC  # noqa: PLC0415 - see chain_method
+    from numpyro.infer import HMC, MixedHMC  # lazy: see KernelRecord.chain_method
 
     return MixedHMC(
         HMC(model, trajectory_length=trajectory_length), num_discrete_updates=num_discrete_updates
@@ -262,7 +263,8 @@ def make_kernel(name, model=None, **params):
     """
     record = _record(name)
     if model is None:
-        from pgm_rl.model import trajectory_model  # noqa: PLC0415 - see KernelRecord.chain_method
+        # lazy: the model imports NumPyro (see KernelRecord.chain_method)
+        from pgm_rl.model import trajectory_model
 
         model = trajectory_model
     return record.make(model, **params)
@@ -326,9 +328,7 @@ def _convert(param, text):
     """``text`` as a value of ``param``, or a ``ValueError`` naming it and what is allowed."""
     if param.default is None and text.lower() == "none":
         return None
-    wrong = ValueError(
-        f"kernel argument {param.name} must be {_type_text(param)}, got {text!r}"
-    )
+    wrong = ValueError(f"kernel argument {param.name} must be {_type_text(param)}, got {text!r}")
     if param.type is bool:
         value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
         if text.lower() not in value:
@@ -381,8 +381,7 @@ def _allowed_text(record):
     if not record.params:
         return f"{record.name} takes no arguments"
     return "allowed: " + ", ".join(
-        f"{param.name} ({_type_text(param)}, default {param.default!r})"
-        for param in record.params
+        f"{param.name} ({_type_text(param)}, default {param.default!r})" for param in record.params
     )
 
 

@@ -62,14 +62,16 @@ def init(key, world, horizon, beta=None, betas=None, num_rungs=6, **params):
     return ReplicaExchangeState(rungs, jnp.array(0), jnp.zeros((), rungs.ret.dtype))
 
 
-def build_kernel(world, horizon, base="suffix-mh", base_params=None, betas=None, num_rungs=6):
+def build_kernel(
+    world, horizon, base_kernel="suffix-mh", base_params=None, betas=None, num_rungs=6
+):
     """``step(key, state, beta) -> (state, info)`` over the rungs.
 
     Parameters
     ----------
     world : TabularMDP
     horizon : int
-    base : str or callable, default "suffix-mh"
+    base_kernel : str or callable, default "suffix-mh"
         The kernel run on every rung: a registered rung kernel's name (its module's
         ``build_kernel(world, horizon, **base_params)``), or a pure ``step(key, state, beta)``.
     base_params : dict, optional
@@ -87,7 +89,7 @@ def build_kernel(world, horizon, base="suffix-mh", base_params=None, betas=None,
     else:
         betas = np.asarray(betas, dtype=float)
         fractions = jnp.asarray(betas / betas[0])
-    base_step = _base_step(world, horizon, base, base_params)
+    base_step = _base_step(world, horizon, base_kernel, base_params)
     pair = jnp.arange(num_rungs - 1)
 
     def step(key, state, beta):
@@ -112,13 +114,14 @@ def build_kernel(world, horizon, base="suffix-mh", base_params=None, betas=None,
     return step
 
 
-def _base_step(world, horizon, base, base_params):
+def _base_step(world, horizon, base_kernel, base_params):
     """The rung's pure step from a registered name (checked) or a step function."""
-    if callable(base):
+    if callable(base_kernel):
         if base_params:
-            raise ValueError("base_params is for a base kernel given by name")
-        return base
-    return KERNELS[_check_base_name(base)].build_kernel(world, horizon, **(base_params or {}))
+            raise ValueError("base_params is for a base_kernel given by name")
+        return base_kernel
+    record = KERNELS[_check_base_name(base_kernel)]
+    return record.build_kernel(world, horizon, **(base_params or {}))
 
 
 def _check_base_name(name):

@@ -112,7 +112,7 @@ def test_replica_exchange_swaps_the_right_pairs():
     rungs = rung_states(jnp.arange(4)[:, None] * jnp.ones((4, 2), jnp.int32),
                         jnp.array([0.0, 100.0, 200.0, 300.0]))  # fmt: skip
     step = partial(
-        replica_exchange.build_kernel(ENV, 2, base=stub_step, betas=betas), beta=betas[0]
+        replica_exchange.build_kernel(ENV, 2, base_kernel=stub_step, betas=betas), beta=betas[0]
     )
     state = replica_exchange.ReplicaExchangeState(rungs, jnp.array(0), jnp.array(0.0))
     even, _ = step(jax.random.key(0), state)  # pairs (0, 1) and (2, 3)
@@ -160,7 +160,7 @@ def test_replica_exchange_with_two_rungs_tries_the_pair_every_step():
     rungs = rung_states(jnp.arange(2)[:, None] * jnp.ones((2, 2), jnp.int32),
                         jnp.array([3.0, 3.0]))  # fmt: skip
     step = partial(
-        replica_exchange.build_kernel(ENV, 2, base=stub_step, betas=[1.0, 0.5]), beta=1.0
+        replica_exchange.build_kernel(ENV, 2, base_kernel=stub_step, betas=[1.0, 0.5]), beta=1.0
     )
     state = replica_exchange.ReplicaExchangeState(rungs, jnp.array(0), jnp.array(0.0))
     for i in range(3):
