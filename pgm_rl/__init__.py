@@ -9,13 +9,13 @@ import importlib
 
 # Public name -> the module that defines it (a submodule of its own when the two are equal).
 _EXPORTS = {
-    "ACTION_NAMES": "pgm_rl.envs",
+    "ACTION_NAMES": "pgm_rl.worlds",
     "ExactPosterior": "pgm_rl.exact",
-    "GridWorld": "pgm_rl.envs",
+    "GridWorld": "pgm_rl.worlds",
     "PolicyEvaluation": "pgm_rl.exact",
     "SMCResult": "pgm_rl.smc",
     "SoftBellmanPolicy": "pgm_rl.exact",
-    "TabularMDP": "pgm_rl.envs",
+    "TabularMDP": "pgm_rl.worlds",
     "compare": "pgm_rl.compare",
     "diagnostics": "pgm_rl.diagnostics",
     "envs": "pgm_rl.envs",
@@ -31,6 +31,7 @@ _EXPORTS = {
     "solve": "pgm_rl.exact",
     "trajectory_model": "pgm_rl.model",
     "variational": "pgm_rl.variational",
+    "worlds": "pgm_rl.worlds",
 }
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "solve",
     "trajectory_model",
     "variational",
+    "worlds",
 ]
 
 

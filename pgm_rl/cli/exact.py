@@ -21,7 +21,7 @@ from pgm_rl.cli.problem import (
     setup_jax,
     state_label,
 )
-from pgm_rl.envs import ACTION_NAMES
+from pgm_rl.worlds import ACTION_NAMES
 
 
 def run(args):

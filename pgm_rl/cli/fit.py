@@ -15,8 +15,7 @@ from pgm_rl.cli.common import ELBO_TRACE_FILE, POLICY_FILE
 from pgm_rl.cli.outputs import Outputs
 from pgm_rl.cli.problem import build_env, env_text, on_grid_map, problem_line, setup_jax
 from pgm_rl.cli.proposal import env_fingerprint
-from pgm_rl.envs import ACTION_NAMES
-from pgm_rl.worlds import describe_randomness
+from pgm_rl.worlds import ACTION_NAMES, describe_randomness
 
 
 def run(args):

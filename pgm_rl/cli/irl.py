@@ -17,7 +17,7 @@ from pgm_rl.cli.options import positive_int
 from pgm_rl.cli.outputs import Outputs
 from pgm_rl.cli.problem import build_env, problem_line, setup_jax
 from pgm_rl.cli.runs import print_problems
-from pgm_rl.envs import GridWorld
+from pgm_rl.worlds import GridWorld
 
 # The credible intervals of ``irl`` (the summary's eti columns and the coverage of the truth).
 IRL_CI_PROB = 0.89

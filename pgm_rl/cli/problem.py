@@ -1,7 +1,7 @@
 """The problem of a command: the world built from ``--grid`` / ``--env``, and its words.
 
-:func:`build_env` turns the options into a :class:`~pgm_rl.envs.TabularMDP` (a
-:class:`~pgm_rl.envs.GridWorld`, or a Gymnasium toy-text environment); the rest names what the
+:func:`build_env` turns the options into a :class:`~pgm_rl.worlds.TabularMDP` (a
+:class:`~pgm_rl.worlds.GridWorld`, or a Gymnasium toy-text environment); the rest names what the
 commands print: states, goals, the one-line description of the problem.
 """
 
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from pgm_rl.cli.common import CommandError
-from pgm_rl.envs import GridWorld, from_gymnasium
+from pgm_rl.worlds import GridWorld, from_gymnasium, latent_sites
 
 
 def setup_jax():
@@ -136,8 +136,8 @@ def start_states(env):
 
 def random_parts(env):
     """What ``env`` draws at random, in words: none, ``"the dynamics"``, ``"the start"`` or both."""
-    dynamics = ("the dynamics",) if env.has_random_dynamics else ()
-    return dynamics + (("the start",) if start_states(env).size > 1 else ())
+    words = {"outcomes": "the dynamics", "start": "the start"}
+    return tuple(words[site] for site in ("outcomes", "start") if site in latent_sites(env))
 
 
 def env_text(env, args):

@@ -7,7 +7,7 @@ import pandas as pd
 
 from pgm_rl import diagnostics, exact
 from pgm_rl.cli.problem import deterministic_instead, goal_states
-from pgm_rl.worlds import describe_randomness
+from pgm_rl.worlds import describe_randomness, latent_sites
 
 
 def print_summary(dt, env=None):
@@ -68,7 +68,7 @@ def check_diagnostics_take(env, posterior=None):
     On a stochastic MDP the kernels may run while :func:`pgm_rl.diagnostics.to_datatree` cannot
     yet store the run; this finds out in milliseconds instead of after the whole run.
     """
-    if env.is_deterministic:
+    if not latent_sites(env):  # the actions alone fix every path: nothing can be refused
         return
     posterior = exact.solve(env, 1, 0.0) if posterior is None else posterior
     draws = posterior.sample(jax.random.key(0), 2)

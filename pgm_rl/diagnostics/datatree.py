@@ -21,11 +21,10 @@ from pgm_rl.diagnostics.schema import (
     stored_outcomes,
 )
 from pgm_rl.dynamics import rollout
-from pgm_rl.envs import GridWorld, TabularMDP
 from pgm_rl.exact import ExactPosterior
 from pgm_rl.model import trajectory_problem
 from pgm_rl.smc import resample_draws
-from pgm_rl.worlds import check_env
+from pgm_rl.worlds import GridWorld, TabularMDP, check_env
 
 __all__ = [
     "DIMS",

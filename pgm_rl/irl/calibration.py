@@ -10,7 +10,6 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from pgm_rl._checks import check_positive_int
-from pgm_rl.envs import TabularMDP
 from pgm_rl.exact import soft_bellman, solve
 from pgm_rl.irl.model import sample_batched
 from pgm_rl.irl.problem import (
@@ -22,7 +21,7 @@ from pgm_rl.irl.problem import (
     dynamics,
     prior_scales,
 )
-from pgm_rl.worlds import check_env
+from pgm_rl.worlds import TabularMDP, check_env
 
 __all__ = ["Calibration", "reward_mdp", "simulate", "simulation_based_calibration"]
 

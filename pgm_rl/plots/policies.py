@@ -4,9 +4,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colors, patches
 
-from pgm_rl.envs import ACTION_NAMES
 from pgm_rl.plots.maps import draw_letters, map_letters
 from pgm_rl.plots.style import REWARD_CMAP, cell_axes, finish
+from pgm_rl.worlds import ACTION_NAMES
 
 __all__ = ["plot_policy"]
 
