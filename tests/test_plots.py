@@ -121,8 +121,12 @@ def test_plain_arviz_plots_run_on_the_tree(problem):
     import arviz_plots as azp
 
     _, _, tree = problem
-    azp.plot_rank(tree, backend="matplotlib")
-    azp.plot_trace(tree, backend="matplotlib")
+    variables = set(tree["posterior"].data_vars)
+    for plot in (azp.plot_rank, azp.plot_trace):
+        axes = plot(tree, backend="matplotlib").get_viz("figure").axes
+        titled = [ax for ax in axes if ax.get_title()]  # a panel per variable and step
+        assert {ax.get_title().split("\n")[0] for ax in titled} == variables
+        assert all(len(ax.lines) >= tree["posterior"].sizes["chain"] for ax in titled)
 
 
 def test_write_plots(problem, tmp_path):

@@ -76,7 +76,11 @@ def test_plot_policy_on_frozen_lake():
     from pgm_rl.gym import from_gymnasium
 
     env = from_gymnasium("FrozenLake-v1", is_slippery=True)
-    plots.plot_policy(env, _policy(env, 3, 1), time=0)
+    ax = plots.plot_policy(env, _policy(env, 3, 1), time=0).axes[0]
+    arrows = [p for p in ax.patches if type(p).__name__ == "FancyArrow"]
+    assert len(arrows) == env.n_states  # FrozenLake's action 1 is "down": one arrow per cell
+    assert sorted(text.get_text() for text in ax.texts) == ["G", "H", "H", "H", "H", "S"]
+    assert "t = 0" in ax.get_title()
 
 
 def test_plot_policy_bad_input():
