@@ -116,7 +116,7 @@ def test_no_import_cycles(graph):
         state[module] = "open"
         for target in sorted(own.get(module, ())):
             if state.get(target) == "open":
-                cycles.append(path[path.index(target) :] + [target])
+                cycles.append([*path[path.index(target) :], target])
             elif target not in state:
                 visit(target, [*path, target])
         state[module] = "done"
