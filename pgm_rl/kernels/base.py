@@ -34,6 +34,7 @@ from numpyro.util import is_prng_key
 from pgm_rl._sampling import positive_uniform
 from pgm_rl.dynamics import draw_start, follow, rollout
 from pgm_rl.model import trajectory_problem
+from pgm_rl.worlds import latent_sites as world_latents
 
 __all__ = [
     "TRAJECTORY_LATENTS",
@@ -124,13 +125,6 @@ def init_from_params(world, init_params):
     return init_state(
         world, init_params["actions"], init_params.get("outcomes"), init_params.get("start")
     )
-
-
-def model_latents(model, model_args, model_kwargs):
-    """The names in :data:`TRAJECTORY_LATENTS` that are latent sites of the model's trace."""
-    model_trace = trace(seed(model, 0)).get_trace(*model_args, **model_kwargs)
-    latent = latent_sites(model_trace)
-    return tuple(name for name in TRAJECTORY_LATENTS if name in latent)
 
 
 def position_fn(sites):
@@ -270,7 +264,10 @@ class TrajectoryKernel(PureKernelAdapter):
             self._model, model_args, model_kwargs, kernel=type(self).__name__
         )
         step = self.build_step_at(world, horizon, beta)
-        sites = model_latents(self._model, model_args, model_kwargs)
+        # trajectory_problem has checked that the model's latent sites are exactly these: no
+        # second trace of the model.
+        sites = ("actions", *world_latents(world))
+        sites = tuple(name for name in TRAJECTORY_LATENTS if name in sites)
 
         def init_fn(key, init_params):
             if init_params is None:
