@@ -9,7 +9,13 @@ from numpyro.infer import MCMC
 
 import pgm_rl
 from pgm_rl.diagnostics import compare_to_exact, empirical_state_marginals, to_datatree, tv_distance
-from pgm_rl.kernels import ParticleGibbs, ReplicaExchange, SuffixMH, TrajectoryMH
+from pgm_rl.kernels import (
+    GuidedParticleGibbs,
+    ParticleGibbs,
+    ReplicaExchange,
+    SuffixMH,
+    TrajectoryMH,
+)
 
 MODEL = pgm_rl.trajectory_model
 
@@ -168,3 +174,19 @@ def test_multimodal_particle_gibbs_mixes_where_local_kernels_stick():
     for kernel, draws in ((TrajectoryMH(MODEL), 20000), (ActionGibbs(MODEL), 10000)):
         stuck = run(kernel, env, horizon, beta, draws)
         assert mean_tv(stuck, post) > 0.05
+
+
+def test_guided_kernel_builds_inside_a_jitted_function(small_problem):
+    """The guided kernel computes its proposal from the concrete world even when NumPyro's
+    init runs under jit (benchmarks/_runner.py): it used to fail with a tracer error."""
+    env, horizon, beta = small_problem
+    kernel = GuidedParticleGibbs(MODEL, num_particles=8)
+    args = (env, horizon, beta)
+
+    def one_step(key):
+        state = kernel.init(key, 1, None, args, {})
+        return kernel.sample(state, args, {}).z["actions"]
+
+    actions = jax.jit(one_step)(jax.random.key(0))
+    assert actions.shape == (horizon,)
+    assert 0 <= int(actions.min()) and int(actions.max()) < env.n_actions
