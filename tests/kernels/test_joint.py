@@ -3,8 +3,8 @@
 The state-marginal checks (``test_registry.py``) cannot see a kernel that gets each time step
 right but couples the steps wrongly. Here the cells are whole trajectories: action sequences on
 a small deterministic MDP (2 actions, T = 5: 32 cells), and (start, action, outcome) sequences
-on a small stochastic MDP with a random start (T = 3: 2 starts x 3 (action, outcome) pairs per
-step, 54 possible cells). The reference is brute-force enumeration (itself checked against
+on a small stochastic MDP with a random start (T = 4: 2 starts x 3 (action, outcome) pairs per
+step, 162 possible cells). The reference is brute-force enumeration (itself checked against
 :func:`pgm_rl.solve`).
 
 Each kernel runs ``NUM_CHAINS`` independent chains from prior draws for ``STEPS`` steps and
@@ -47,7 +47,7 @@ _PROBS = np.array([[[1.0, 0.0], [0.7, 0.3]]] * 3)
 STOCHASTIC = pgm_rl.TabularMDP.from_outcomes(
     _NEXT, _PROBS, _ENTER[_NEXT], np.array([0.6, 0.4, 0.0])
 )
-STOCHASTIC_HORIZON, STOCHASTIC_BETA = 3, 1.5
+STOCHASTIC_HORIZON, STOCHASTIC_BETA = 4, 1.5
 
 # Registry kernels at the settings the test runs (small ensembles where a parameter only buys
 # speed on big problems); the other settings of the kernels that have them in the slow run.
