@@ -54,14 +54,15 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Every benchmark in benchmarks/, in quick mode (docs/benchmarks.md lists them).
+# Every benchmark in benchmarks/, in quick mode (docs/benchmarks.md lists them). Pictures go to
+# bench-report/: report/ is the demo's, which refuses a folder it did not make.
 bench: venv
 	$(PY) benchmarks/bench_exact.py --quick
 	$(PY) benchmarks/bench_kernels.py --quick
 	$(PY) benchmarks/bench_hard.py --quick
-	mkdir -p report && $(PY) benchmarks/bench_irl.py --quick --out report/irl_sbc_ecdf.png
+	mkdir -p bench-report && $(PY) benchmarks/bench_irl.py --quick --out bench-report/irl_sbc_ecdf.png
 	$(PY) benchmarks/bench_stochastic.py --quick
 	$(PY) benchmarks/bench_variational.py --quick
 
 clean:
-	rm -rf $(VENV) report .pytest_cache
+	rm -rf $(VENV) report bench-report .pytest_cache
