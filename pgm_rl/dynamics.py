@@ -97,7 +97,7 @@ def _outcomes_or_zeros(mdp, actions, outcomes, what):
             f"outcomes (..., T), the outcome index of each step, to {what}; or draw whole "
             "trajectories with pgm_rl.solve(...).sample or pgm_rl.soft_bellman(...).sample"
         )
-    return jnp.zeros(jnp.shape(actions), jnp.int32)
+    return jnp.zeros(np.shape(actions), jnp.int32)  # np: actions may still be a list here
 
 
 def _start_or_fixed(mdp, start_state):
