@@ -16,6 +16,7 @@ _EXPORTS = {
     "SMCResult": "pgm_rl.smc",
     "SoftBellmanPolicy": "pgm_rl.exact",
     "TabularMDP": "pgm_rl.worlds",
+    "Trajectory": "pgm_rl.model",
     "compare": "pgm_rl.compare",
     "diagnostics": "pgm_rl.diagnostics",
     "envs": "pgm_rl.envs",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "soft_bellman": "pgm_rl.exact",
     "solve": "pgm_rl.exact",
     "trajectory_model": "pgm_rl.model",
+    "trajectory_target": "pgm_rl.model",
     "variational": "pgm_rl.variational",
     "worlds": "pgm_rl.worlds",
 }
@@ -42,6 +44,7 @@ __all__ = [
     "SMCResult",
     "SoftBellmanPolicy",
     "TabularMDP",
+    "Trajectory",
     "compare",
     "diagnostics",
     "envs",
@@ -56,6 +59,7 @@ __all__ = [
     "soft_bellman",
     "solve",
     "trajectory_model",
+    "trajectory_target",
     "variational",
     "worlds",
 ]

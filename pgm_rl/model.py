@@ -3,13 +3,13 @@
 p(a_0..a_{T-1} | O = 1) ∝ ∏_t (1/A) · exp(beta · r(s_t, a_t))
 """
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from numpyro.handlers import seed, trace
+from numpyro.handlers import seed, substitute, trace
 
 from pgm_rl._checks import (
     check_beta,
@@ -21,6 +21,21 @@ from pgm_rl._checks import (
 from pgm_rl._sampling import positive_uniform
 from pgm_rl.dynamics import follow, rollout
 from pgm_rl.worlds import check_env, latent_sites
+
+
+class Trajectory(NamedTuple):
+    """What :func:`trajectory_model` returns: one trajectory's arrays.
+
+    ``actions`` (T,) int32; ``states`` (T + 1,) int32, the start included; ``rewards`` (T,);
+    ``outcomes`` (T,) int32, the outcome index of each step, or ``None`` on deterministic
+    dynamics. A wrapper model adds terms of the trajectory with them, e.g.
+    ``numpyro.factor("revisits", -2.0 * revisits(traj.states))``.
+    """
+
+    actions: jax.Array
+    states: jax.Array
+    rewards: jax.Array
+    outcomes: jax.Array | None
 
 
 def trajectory_model(env, horizon, beta):
@@ -50,6 +65,11 @@ def trajectory_model(env, horizon, beta):
     the model (the Gibbs kernels change one outcome index at a time; an impossible index,
     probability 0, is rejected).
 
+    Your own model: a model that calls ``trajectory_model`` and adds ``numpyro.factor`` sites
+    (or observed sites, or deterministic sites) that are functions of the returned
+    :class:`Trajectory` samples p(trajectory) exp(f(trajectory)) with f the sum of the added
+    terms; every registry kernel honours f (:func:`trajectory_target`).
+
     Parameters
     ----------
     env : TabularMDP
@@ -57,6 +77,11 @@ def trajectory_model(env, horizon, beta):
         Number of actions T.
     beta : float
         Inverse temperature, >= 0.
+
+    Returns
+    -------
+    Trajectory
+        The sampled trajectory (``outcomes`` None on deterministic dynamics).
 
     Raises
     ------
@@ -93,6 +118,7 @@ def trajectory_model(env, horizon, beta):
     numpyro.deterministic("states", states)
     numpyro.deterministic("rewards", rewards)
     numpyro.factor("optimality", beta * jnp.sum(rewards, axis=-1))
+    return Trajectory(actions, states, rewards, outcomes)
 
 
 class OutcomeIndices(dist.Distribution):
@@ -147,7 +173,7 @@ class OutcomeIndices(dist.Distribution):
         return values
 
 
-# The sites trajectory_model makes; kernels that exploit its structure accept nothing else.
+# The sites trajectory_model makes.
 TRAJECTORY_SITES = {
     "time": "plate",
     "actions": "sample",
@@ -155,20 +181,86 @@ TRAJECTORY_SITES = {
     "rewards": "deterministic",
     "optimality": "sample",
 }
-# Kernels that sample any model built on trajectory_model, extra sites included.
+# Kernels that sample any model built on trajectory_model, extra latent sites included.
 GENERAL_KERNELS = "TrajectoryMH, or NumPyro's DiscreteHMCGibbs or MixedHMC"
 
 
-def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this kernel"):
-    """Read ``(mdp, horizon, beta)`` from a model built on :func:`trajectory_model`, checked.
+class TrajectoryFactor:
+    """The extra terms f(trajectory) a model adds to :func:`trajectory_model`.
 
-    Traces the model once and reads the ``"actions"`` site's metadata, so kernels that exploit
-    the MDP structure work on any model that calls ``trajectory_model``. Those kernels sample
-    p(actions) ∝ exp(beta * return) from ``(mdp, horizon, beta)`` alone, so the model must add
-    nothing to it: any other site (a ``numpyro.factor``, another latent variable, an
-    observation), a ``scale`` or ``condition`` handler, or a changed optimality factor would be
-    silently ignored. Those are refused here with a ``ValueError`` naming them and the kernels
-    that do handle them.
+    The model's target is ``p(trajectory | O) exp(f(trajectory))``: the trajectory posterior
+    of ``(mdp, horizon, beta)`` (the Markov part) times ``exp(f)``, with f the sum of the
+    log-probabilities of the model's extra observed sites (``numpyro.factor`` sites included,
+    each times its ``scale``). f is evaluated by tracing the model with the trajectory's latent
+    values substituted: one rollout of the trajectory plus the user's terms, O(T), and
+    vectorised with ``jax.vmap`` by the callers.
+
+    Attributes
+    ----------
+    sites : tuple of str
+        The extra observed sites, in the model's order.
+    beta : float or scalar array
+        The model's inverse temperature (for :meth:`weight`).
+    """
+
+    def __init__(self, model, model_args, model_kwargs, latents, sites, beta):
+        self._model = model
+        self._args = tuple(model_args)
+        self._kwargs = dict(model_kwargs)
+        self._latents = tuple(latents)
+        self.sites = tuple(sites)
+        self.beta = beta
+
+    def site_values(self, start, actions, outcomes):
+        """``{site: log-factor}`` (scalars) of the trajectory ``(start (), actions (T,),
+        outcomes (T,))``; outcomes and start are ignored where they are not latent."""
+        data = {"actions": actions, "start": start, "outcomes": outcomes}
+        data = {name: data[name] for name in self._latents}
+        model_trace = trace(substitute(seed(self._model, 0), data=data)).get_trace(
+            *self._args, **self._kwargs
+        )
+        values = {}
+        for name in self.sites:
+            site = model_trace[name]
+            log_prob = site["fn"].log_prob(site["value"])
+            if site["scale"] is not None:
+                log_prob = site["scale"] * log_prob
+            values[name] = jnp.sum(log_prob)
+        return values
+
+    def __call__(self, start, actions, outcomes):
+        """f of one trajectory (a scalar): the sum of :meth:`site_values`."""
+        return sum(self.site_values(start, actions, outcomes).values())
+
+    def weight(self, beta):
+        """The weight of f in the target at inverse temperature ``beta``: ``beta / self.beta``
+        (1 where the model's beta is 0). A replica-exchange rung at ``beta`` targets
+        ``prior exp(beta (R + f / self.beta))``: the model's whole likelihood
+        ``exp(self.beta R + f)`` raised to ``beta / self.beta``, so the hottest rung is close
+        to the prior and the target rung is the model."""
+        model_beta = jnp.asarray(self.beta)
+        return jnp.where(model_beta > 0, beta / jnp.where(model_beta > 0, model_beta, 1.0), 1.0)
+
+
+class TrajectoryTarget(NamedTuple):
+    """What a kernel samples: the Markov part ``(world, horizon, beta)`` and the model's extra
+    terms ``factor`` (a :class:`TrajectoryFactor`, or None when the model adds nothing)."""
+
+    world: object
+    horizon: int
+    beta: object
+    factor: TrajectoryFactor | None
+
+
+def trajectory_target(model, model_args=(), model_kwargs=None, kernel="this kernel"):
+    """Read the target of a model built on :func:`trajectory_model`, checked.
+
+    Traces the model once and reads the ``"actions"`` site's metadata (the MDP, the horizon,
+    beta). The model may add sites that are functions of the trajectory: observed sites and
+    ``numpyro.factor`` sites (they make up f, :class:`TrajectoryFactor`), deterministic sites
+    and plates. Refused with a ``ValueError`` naming them: other latent sites (not functions
+    of the trajectory; :data:`GENERAL_KERNELS` sample those), and a ``scale`` or
+    ``condition`` handler on, or a replacement of, the trajectory model's own sites.
 
     Parameters
     ----------
@@ -176,15 +268,14 @@ def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this ker
     model_args : tuple
     model_kwargs : dict, optional
     kernel : str
-        Name of the kernel asking, for the error message.
+        Name of the caller, for the error messages.
 
     Returns
     -------
-    mdp : TabularMDP
-    horizon : int
-    beta : float or traced scalar
+    TrajectoryTarget
     """
-    model_trace = trace(seed(model, 0)).get_trace(*model_args, **(model_kwargs or {}))
+    model_kwargs = dict(model_kwargs or {})
+    model_trace = trace(seed(model, 0)).get_trace(*model_args, **model_kwargs)
     site = model_trace.get("actions")
     info = None if site is None else site["infer"].get("pgm_rl")
     if info is None:
@@ -193,17 +284,20 @@ def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this ker
             "(it uses the MDP structure)"
         )
     mdp, horizon, beta = info["mdp"], info["horizon"], info["beta"]
-    expected_sites = dict(TRAJECTORY_SITES) | dict.fromkeys(latent_sites(mdp), "sample")
-    extra = [
-        f"{name!r} ({_site_kind(entry)})"
-        for name, entry in model_trace.items()
-        if expected_sites.get(name) != entry["type"]
+    latents = ("actions", *latent_sites(mdp))
+    expected_sites = dict(TRAJECTORY_SITES) | dict.fromkeys(latents, "sample")
+    extra = [name for name in model_trace if expected_sites.get(name) != model_trace[name]["type"]]
+    other_latents = [
+        f"{name!r} ({_site_kind(model_trace[name])})"
+        for name in extra
+        if name in expected_sites or _site_kind(model_trace[name]) == "latent"
     ]
-    if extra:
+    if other_latents:
         raise ValueError(
-            f"{kernel} samples only pgm_rl.trajectory_model's own posterior and would ignore the "
-            f"model's extra site(s) {', '.join(extra)}; use {GENERAL_KERNELS}, which account "
-            "for every site of the model"
+            f"{kernel} samples pgm_rl.trajectory_model's trajectory, with any terms that are "
+            f"functions of it, but the model's site(s) {', '.join(other_latents)} are other "
+            f"latent variables; use {GENERAL_KERNELS}, which sample every latent site of the "
+            "model"
         )
     changed = [
         name
@@ -220,11 +314,43 @@ def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this ker
         changed.append("optimality")
     if changed:
         raise ValueError(
-            f"{kernel} samples only pgm_rl.trajectory_model's own posterior, but the model "
-            f"changes its site(s) {', '.join(map(repr, changed))} (scaled, conditioned or "
-            f"replaced); use {GENERAL_KERNELS}, which account for every site of the model"
+            f"{kernel} samples pgm_rl.trajectory_model's posterior, but the model changes its "
+            f"site(s) {', '.join(map(repr, changed))} (scaled, conditioned or replaced); use "
+            f"{GENERAL_KERNELS}, which account for every site of the model"
         )
-    return mdp, horizon, beta
+    factor_sites = [name for name in extra if model_trace[name]["type"] == "sample"]
+    factor = None
+    if factor_sites:
+        order = [name for name in TRAJECTORY_LATENTS_ORDER if name in latents]
+        factor = TrajectoryFactor(model, model_args, model_kwargs, order, factor_sites, beta)
+    return TrajectoryTarget(mdp, horizon, beta, factor)
+
+
+# The latent sites of trajectory_model, in the model's order.
+TRAJECTORY_LATENTS_ORDER = ("start", "actions", "outcomes")
+
+
+def trajectory_problem(model, model_args=(), model_kwargs=None, kernel="this kernel"):
+    """Read ``(mdp, horizon, beta)`` from a model that is :func:`trajectory_model` itself.
+
+    :func:`trajectory_target`, refusing a model that adds terms too (for the samplers whose
+    target has no trajectory-level meaning, :class:`~pgm_rl.kernels.StepwiseMH`): a
+    ``ValueError`` names the extra sites and the kernels that honour them.
+
+    Returns
+    -------
+    mdp : TabularMDP
+    horizon : int
+    beta : float or traced scalar
+    """
+    target = trajectory_target(model, model_args, model_kwargs, kernel)
+    if target.factor is not None:
+        raise ValueError(
+            f"{kernel} samples only pgm_rl.trajectory_model's own posterior and would ignore the "
+            f"model's extra site(s) {', '.join(map(repr, target.factor.sites))}; every other "
+            "registry kernel honours them"
+        )
+    return target.world, target.horizon, target.beta
 
 
 def _site_kind(site):

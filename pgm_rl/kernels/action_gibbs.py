@@ -15,6 +15,13 @@ candidate suffix. The sweep first redraws ``s_0`` from
 ``proposal="gibbs"`` draws each from its full conditional (accept probability 1);
 ``proposal="mh"`` proposes uniformly over the A * K pairs (and the possible start states) and
 accepts with the MH ratio of the conditionals (the prior and proposal are uniform).
+
+Your own model's terms f (``log_factor``, :mod:`pgm_rl.kernels.base`): the conditional above
+is then that of the Markov part only, so each update becomes MH-within-Gibbs. "gibbs" proposes
+the pair from that Markov conditional (independent of the current pair) and accepts with
+``weight(beta) (f(new) - f(current))``, the Markov parts cancelling; "mh" adds the same term
+to its ratio. f is evaluated once per update on the trajectory with the candidate in place:
+T + 1 evaluations of O(T) per sweep.
 """
 
 import jax.numpy as jnp
@@ -23,20 +30,29 @@ from jax import lax, random
 
 from pgm_rl._sampling import inverse_cdf_sample, positive_uniform
 from pgm_rl.dynamics import log_values_to_go
-from pgm_rl.kernels.base import MHInfo, RegenerationState, TrajectoryKernel, init
+from pgm_rl.kernels.base import (
+    MHInfo,
+    RegenerationState,
+    TrajectoryKernel,
+    factor_at,
+    factor_change,
+    init,
+)
 
 __all__ = ["PROPOSALS", "ActionGibbs", "build_kernel", "init"]
 
 PROPOSALS = ("gibbs", "mh")
 
 
-def build_kernel(world, horizon, proposal="gibbs"):
+def build_kernel(world, horizon, proposal="gibbs", log_factor=None):
     """One systematic-scan sweep over the start and the T steps, ``step(key, state, beta)``.
 
     ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState`; ``proposal`` is "gibbs"
-    (exact full conditionals) or "mh" (uniform proposal, MH accept). The info's ``accept_prob``
-    is the mean over the sweep's T updates (and the start's, where the start is random: more
-    than one possible start state); ``is_accepted`` says whether anything changed.
+    (exact full conditionals) or "mh" (uniform proposal, MH accept); ``log_factor`` the
+    model's extra terms f or None (then each update is MH-within-Gibbs, module docstring). The
+    info's ``accept_prob`` is the mean over the sweep's T updates (and the start's, where the
+    start is random: more than one possible start state); ``is_accepted`` says whether
+    anything changed.
     """
     proposal = check_proposal(proposal)
     out_states = jnp.asarray(world.outcome_states)
@@ -51,51 +67,96 @@ def build_kernel(world, horizon, proposal="gibbs"):
     n_starts = int(starts.shape[0])
     dtype = out_rewards.dtype
 
-    def update(u, candidate, log_v, current, logits):
-        """Gibbs: inverse CDF at ``u``; MH: accept ``candidate`` if ``log_v`` < the log ratio."""
+    def update(u, candidate, log_v, current, logits, log_f_change=None):
+        """The index chosen among the candidates and the update's acceptance probability.
+
+        Without f: Gibbs draws by inverse CDF at ``u``; MH accepts ``candidate`` if ``log_v``
+        < the log ratio. With f (``log_f_change(index)``: the change of the weighted f if the
+        update chose ``index``): Gibbs proposes the inverse-CDF draw, MH the candidate, and
+        either is accepted if ``log_v`` < the log ratio, f's change included.
+        """
         if proposal == "gibbs":
-            chosen = inverse_cdf_sample(u, jnp.exp(logits - jnp.max(logits)))
-            return chosen.astype(jnp.int32), jnp.ones((), dtype)
-        log_ratio = logits[candidate] - logits[current]
+            drawn = inverse_cdf_sample(u, jnp.exp(logits - jnp.max(logits))).astype(jnp.int32)
+            if log_f_change is None:
+                return drawn, jnp.ones((), dtype)
+            candidate, log_ratio = drawn, log_f_change(drawn)
+        else:
+            log_ratio = logits[candidate] - logits[current]
+            if log_f_change is not None:
+                log_ratio = log_ratio + log_f_change(candidate)
         log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
         return jnp.where(log_v < log_ratio, candidate, current), jnp.exp(
             jnp.minimum(log_ratio, 0.0)
         )
 
     def draws(key, shape, n_candidates):
-        """One uniform (Gibbs) or a candidate and a log uniform (MH) per update, drawn at once."""
+        """Per update: a uniform (Gibbs), a candidate (MH) and a log uniform (MH, and Gibbs
+        with f), drawn at once."""
+        zeros = jnp.zeros(shape, jnp.int32)
         if proposal == "gibbs":
-            zeros = jnp.zeros(shape, jnp.int32)
-            return positive_uniform(key, shape, dtype), zeros, zeros.astype(dtype)
+            log_v = zeros.astype(dtype)
+            if log_factor is not None:
+                log_v = jnp.log(random.uniform(random.fold_in(key, 1), shape, dtype))
+            return positive_uniform(key, shape, dtype), zeros, log_v
         candidate_key, v_key = random.split(key)
         candidate = random.randint(candidate_key, shape, 0, n_candidates, jnp.int32)
         return jnp.ones(shape, dtype), candidate, jnp.log(random.uniform(v_key, shape, dtype))
+
+    def weighted_f(beta, start, actions, outcomes, current):
+        """The weighted change of f if the trajectory became ``(start, actions, outcomes)``."""
+        return factor_change(
+            log_factor, beta, factor_at(log_factor, start, actions, outcomes, dtype), current
+        )
 
     def step(key, state, beta):
         start_key, sweep_key = random.split(key)
         values = log_values_to_go(world, state.actions, state.outcomes, beta)  # (T + 1, S)
         u, candidate, log_v = draws(start_key, (), n_starts)
         current = jnp.argmax(starts == state.start)  # the start's index among the candidates
-        index, start_accept = update(u, candidate, log_v, current, log_start + values[0, starts])
+        start_change = None
+        if log_factor is not None:
+
+            def start_change(index):
+                return weighted_f(
+                    beta, starts[index], state.actions, state.outcomes, state.log_factor
+                )
+
+        index, start_accept = update(
+            u, candidate, log_v, current, log_start + values[0, starts], start_change
+        )
         start = starts[index]
+        log_f = state.log_factor
+        if log_factor is not None:
+            log_f = factor_at(log_factor, start, state.actions, state.outcomes, dtype)
 
         def visit(carry, inputs):
-            s, ret = carry
-            u, candidate, log_v, action, k, l_next = inputs
+            s, ret, actions, outcomes, log_f = carry
+            u, candidate, log_v, t, l_next = inputs
+            action, k = actions[t], outcomes[t]
             logits = log_probs[s] + beta * out_rewards[s] + l_next[out_states[s]]  # (A, K)
+            pair_change = None
+            if log_factor is not None:
+
+                def pair_change(pair):
+                    new_actions = actions.at[t].set(pair // n_outcomes)
+                    new_outcomes = outcomes.at[t].set(pair % n_outcomes)
+                    return weighted_f(beta, start, new_actions, new_outcomes, log_f)
+
             pair, accept_prob = update(
-                u, candidate, log_v, action * n_outcomes + k, logits.reshape(-1)
+                u, candidate, log_v, action * n_outcomes + k, logits.reshape(-1), pair_change
             )
             action, k = pair // n_outcomes, pair % n_outcomes
-            return (out_states[s, action, k], ret + out_rewards[s, action, k]), (
-                action,
-                k,
-                accept_prob,
+            actions, outcomes = actions.at[t].set(action), outcomes.at[t].set(k)
+            if log_factor is not None:
+                log_f = factor_at(log_factor, start, actions, outcomes, dtype)
+            entered = out_states[s, action, k]
+            return (entered, ret + out_rewards[s, action, k], actions, outcomes, log_f), (
+                accept_prob
             )
 
-        inputs = (*draws(sweep_key, (horizon,), n_pairs), state.actions, state.outcomes, values[1:])
-        init_carry = (start, jnp.zeros((), dtype))
-        (_, ret), (actions, outcomes, accept_probs) = lax.scan(visit, init_carry, inputs)
+        inputs = (*draws(sweep_key, (horizon,), n_pairs), jnp.arange(horizon), values[1:])
+        init_carry = (start, jnp.zeros((), dtype), state.actions, state.outcomes, log_f)
+        (_, ret, actions, outcomes, log_f), accept_probs = lax.scan(visit, init_carry, inputs)
         changed = (
             jnp.any(actions != state.actions)
             | jnp.any(outcomes != state.outcomes)
@@ -105,7 +166,7 @@ def build_kernel(world, horizon, proposal="gibbs"):
         accept_prob = (jnp.sum(accept_probs) + (n_starts > 1) * start_accept) / (
             horizon + (n_starts > 1)
         )
-        new_state = RegenerationState(actions, ret, outcomes, start)
+        new_state = RegenerationState(actions, ret, outcomes, start, log_f)
         return new_state, MHInfo(accept_prob, changed)
 
     return step
@@ -148,5 +209,5 @@ class ActionGibbs(TrajectoryKernel):
         """``"gibbs"`` or ``"mh"``."""
         return self._proposal
 
-    def build_step(self, world, horizon):
-        return build_kernel(world, horizon, self._proposal)
+    def build_step(self, world, horizon, log_factor=None):
+        return build_kernel(world, horizon, self._proposal, log_factor)

@@ -15,9 +15,16 @@ indices (T,) of a trajectory: on deterministic dynamics (K = 1 outcome) the indi
 and their log prior is 0; on a single start state the start is that state. One code path
 serves both.
 
+Your own model's terms. ``init`` and ``build_kernel`` also take ``log_factor``: None, or the
+:class:`pgm_rl.model.TrajectoryFactor` f of a model that adds terms to the trajectory model.
+The target is then ``p(trajectory | O) exp(f(trajectory))`` (at inverse temperature ``beta``
+the tempered ``prior exp(beta R + log_factor.weight(beta) f)``); the state carries f at its
+trajectory (``log_factor``, 0 without one) and each kernel lets f in where it belongs (its
+module docstring says where).
+
 :class:`PureKernelAdapter` turns a kernel into a :class:`numpyro.infer.mcmc.MCMCKernel`: it
 reads the problem from the model (refusing models it cannot sample,
-:func:`pgm_rl.model.trajectory_problem`), holds the PRNG key, handles batched (vectorized)
+:func:`pgm_rl.model.trajectory_target`), holds the PRNG key, handles batched (vectorized)
 chains and initial values, resets the running acceptance rate after warm-up, pickles, and
 hands back the model's latent sites plus its deterministic sites through ``postprocess_fn``.
 """
@@ -26,6 +33,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import random
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.mcmc import MCMCKernel
@@ -33,7 +41,7 @@ from numpyro.util import is_prng_key
 
 from pgm_rl._sampling import positive_uniform
 from pgm_rl.dynamics import draw_start, follow, rollout
-from pgm_rl.model import trajectory_problem
+from pgm_rl.model import trajectory_target
 from pgm_rl.worlds import latent_sites as world_latents
 
 __all__ = [
@@ -43,6 +51,9 @@ __all__ = [
     "RegenerationState",
     "SamplerState",
     "TrajectoryKernel",
+    "check_factor",
+    "factor_at",
+    "factor_change",
     "init",
     "init_state",
     "mh_accept",
@@ -72,27 +83,45 @@ def mh_accept(key, log_ratio, proposal, current):
     return chosen, MHInfo(jnp.exp(jnp.minimum(log_ratio, 0.0)), is_accepted)
 
 
+def factor_at(log_factor, start, actions, outcomes, dtype):
+    """f of the trajectory ``(start, actions, outcomes)`` (a scalar of ``dtype``), 0 without
+    a ``log_factor``."""
+    if log_factor is None:
+        return jnp.zeros((), dtype)
+    return jnp.asarray(log_factor(start, actions, outcomes), dtype)
+
+
+def factor_change(log_factor, beta, new, old):
+    """The change ``weight(beta) * (new - old)`` of the tempered log target from f (0 without
+    a ``log_factor``; a NaN from ``-inf - -inf`` rejects in :func:`mh_accept`)."""
+    if log_factor is None:
+        return 0.0
+    return log_factor.weight(beta) * (new - old)
+
+
 class RegenerationState(NamedTuple):
     """The state every trajectory kernel carries (per chain).
 
     ``actions``: int32 (T,); ``ret``: scalar, the (unscaled) return, the sum of the rewards;
     ``outcomes``: int32 (T,), the outcome index of each step (see
     :func:`pgm_rl.trajectory_model`; all 0 on deterministic dynamics); ``start``: int32 (),
-    the start state.
+    the start state; ``log_factor``: scalar, the model's extra terms f at this trajectory
+    (0 for the trajectory model itself).
     """
 
     actions: jax.Array
     ret: jax.Array
     outcomes: jax.Array
     start: jax.Array
+    log_factor: jax.Array
 
 
-def init_state(world, actions, outcomes=None, start=None):
+def init_state(world, actions, outcomes=None, start=None, log_factor=None):
     """The :class:`RegenerationState` at ``actions`` (T,), with its return.
 
     ``outcomes`` (T,) and ``start`` () default to 0s and the single start state; they are
     required where the world's dynamics or start are random (the ``ValueError`` of
-    :func:`pgm_rl.rollout`).
+    :func:`pgm_rl.rollout`). ``log_factor``: the model's f, or None.
     """
     actions = jnp.asarray(actions, jnp.int32)
     _, rewards = rollout(world, actions, start, outcomes)
@@ -100,31 +129,60 @@ def init_state(world, actions, outcomes=None, start=None):
         outcomes = jnp.zeros(actions.shape, jnp.int32)
     if start is None:  # a single start state (rollout refused anything else)
         start = jnp.argmax(jnp.asarray(world.start_probs))
+    outcomes = jnp.asarray(outcomes, jnp.int32)
+    start = jnp.asarray(start, jnp.int32)
+    ret = jnp.sum(rewards, axis=-1)
     return RegenerationState(
-        actions,
-        jnp.sum(rewards, axis=-1),
-        jnp.asarray(outcomes, jnp.int32),
-        jnp.asarray(start, jnp.int32),
+        actions, ret, outcomes, start, factor_at(log_factor, start, actions, outcomes, ret.dtype)
     )
 
 
-def init(key, world, horizon, beta=None, **params):
+def init(key, world, horizon, beta=None, log_factor=None, **params):
     """A :class:`RegenerationState` drawn from the prior: uniform actions, the start
-    distribution, the dynamics (the contract's ``init``; ``beta`` and ``params`` are unused)."""
+    distribution, the dynamics (the contract's ``init``; ``beta`` and ``params`` are unused;
+    ``log_factor`` is the model's f, or None)."""
     action_key, start_key, noise_key = random.split(key, 3)
     actions = random.randint(action_key, (horizon,), 0, world.n_actions, jnp.int32)
     start = draw_start(start_key, world)
     noise = positive_uniform(noise_key, (horizon,), jnp.asarray(world.outcome_probs).dtype)
     zeros = jnp.zeros(horizon, jnp.int32)
     _, rewards, outcomes, _ = follow(world, start, actions, zeros, noise, jnp.ones(horizon, bool))
-    return RegenerationState(actions, jnp.sum(rewards), outcomes, start)
+    ret = jnp.sum(rewards)
+    log_f = factor_at(log_factor, start, actions, outcomes, ret.dtype)
+    return RegenerationState(actions, ret, outcomes, start, log_f)
 
 
-def init_from_params(world, init_params):
+def init_from_params(world, init_params, log_factor=None):
     """The :class:`RegenerationState` at the latent sites ``init_params`` (a dict)."""
     return init_state(
-        world, init_params["actions"], init_params.get("outcomes"), init_params.get("start")
+        world,
+        init_params["actions"],
+        init_params.get("outcomes"),
+        init_params.get("start"),
+        log_factor,
     )
+
+
+def check_factor(log_factor, world, horizon, num_draws=256, key=None):
+    """Refuse a model whose extra terms are NaN or +inf on a trajectory.
+
+    f is evaluated on ``num_draws`` trajectories drawn from the prior (``key``, default
+    ``jax.random.key(0)``); -inf (a hard constraint) is allowed. Raises a ``ValueError``
+    naming the site and one offending trajectory.
+    """
+    key = random.key(0) if key is None else key
+    draws = jax.vmap(lambda k: init(k, world, horizon))(random.split(key, num_draws))
+    values = jax.jit(jax.vmap(log_factor.site_values))(draws.start, draws.actions, draws.outcomes)
+    for name, value in values.items():
+        bad = np.flatnonzero(np.isnan(value) | (np.asarray(value) == np.inf))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"the model's site {name!r} is {float(value[i])} for the trajectory with "
+                f"start {int(draws.start[i])}, actions {np.asarray(draws.actions[i]).tolist()}"
+                f" and outcomes {np.asarray(draws.outcomes[i]).tolist()}; a term of the "
+                "trajectory must be finite or -inf (a hard constraint)"
+            )
 
 
 def position_fn(sites):
@@ -229,50 +287,54 @@ class PureKernelAdapter(MCMCKernel):
 class TrajectoryKernel(PureKernelAdapter):
     """Template for kernels over the latent sites of :func:`pgm_rl.trajectory_model`.
 
-    :meth:`build` reads ``(world, horizon, beta)`` from the model (refusing any model with
-    sites beyond the trajectory model's, naming them), builds the step with
+    :meth:`build` reads the target from the model (:func:`pgm_rl.model.trajectory_target`:
+    ``(world, horizon, beta)`` and the model's extra terms f, refusing other latent sites by
+    name), checks f on prior draws (:func:`check_factor`), builds the step with
     :meth:`build_step_at`, and gives back the model's latent sites (``"actions"``, plus
     ``"outcomes"`` and ``"start"`` where the model's trace has them) from the kernel state.
     Subclasses give :meth:`build_step` (the module's ``build_kernel`` with the kernel's
     parameters); those whose step or state differ override :meth:`build_step_at`,
     :meth:`init_kernel_state`, :meth:`state_at` or :meth:`position`. Initial values: a draw
-    from the prior (the module's ``init``), or ``init_params``.
+    from the prior (the module's ``init``), or ``init_params``. ``log_factor`` is f (a
+    :class:`pgm_rl.model.TrajectoryFactor`) or None throughout.
     """
 
-    def build_step(self, world, horizon):  # pragma: no cover - abstract
+    def build_step(self, world, horizon, log_factor=None):  # pragma: no cover - abstract
         """The pure ``step(key, state, beta)`` (a replica-exchange rung)."""
         raise NotImplementedError
 
-    def build_step_at(self, world, horizon, beta):
+    def build_step_at(self, world, horizon, beta, log_factor=None):
         """The pure step for the model's ``beta``; by default :meth:`build_step`."""
-        return self.build_step(world, horizon)
+        return self.build_step(world, horizon, log_factor)
 
-    def init_kernel_state(self, key, world, horizon, beta):
+    def init_kernel_state(self, key, world, horizon, beta, log_factor=None):
         """The kernel state drawn from the prior: :func:`init`."""
-        return init(key, world, horizon, beta)
+        return init(key, world, horizon, beta, log_factor)
 
-    def state_at(self, world, horizon, init_params):
+    def state_at(self, world, horizon, init_params, log_factor=None):
         """The kernel state at the latent sites ``init_params`` (a dict)."""
-        return init_from_params(world, init_params)
+        return init_from_params(world, init_params, log_factor)
 
     def position(self, sites):
         """``kernel_state -> dict`` of the model's latent ``sites``."""
         return position_fn(sites)
 
     def build(self, model_args, model_kwargs):
-        world, horizon, beta = trajectory_problem(
+        world, horizon, beta, log_factor = trajectory_target(
             self._model, model_args, model_kwargs, kernel=type(self).__name__
         )
-        step = self.build_step_at(world, horizon, beta)
-        # trajectory_problem has checked that the model's latent sites are exactly these: no
+        if log_factor is not None:
+            check_factor(log_factor, world, horizon)
+        step = self.build_step_at(world, horizon, beta, log_factor)
+        # trajectory_target has checked that the model's latent sites are exactly these: no
         # second trace of the model.
         sites = ("actions", *world_latents(world))
         sites = tuple(name for name in TRAJECTORY_LATENTS if name in sites)
 
         def init_fn(key, init_params):
             if init_params is None:
-                return self.init_kernel_state(key, world, horizon, beta)
-            return self.state_at(world, horizon, init_params)
+                return self.init_kernel_state(key, world, horizon, beta, log_factor)
+            return self.state_at(world, horizon, init_params, log_factor)
 
         return init_fn, lambda key, state: step(key, state, beta), self.position(sites)
 

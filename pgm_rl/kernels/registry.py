@@ -134,8 +134,9 @@ class KernelRecord(NamedTuple):
         module, cls = self.kernel_class.rsplit(".", 1)
         return getattr(importlib.import_module(module), cls)(model, **params)
 
-    def build_kernel(self, world, horizon, **params):
-        """The pure ``step(key, state, beta)`` of a rung kernel: its module's ``build_kernel``.
+    def build_kernel(self, world, horizon, log_factor=None, **params):
+        """The pure ``step(key, state, beta)`` of a rung kernel: its module's ``build_kernel``
+        (``log_factor``: a model's extra terms f, :mod:`pgm_rl.kernels.base`, or None).
 
         Raises
         ------
@@ -145,7 +146,8 @@ class KernelRecord(NamedTuple):
         if not self.rung:
             raise ValueError(f"kernel {self.name!r} has no pure step a replica-exchange rung runs")
         self._check_names(params)
-        return importlib.import_module(self.module).build_kernel(world, horizon, **params)
+        module = importlib.import_module(self.module)
+        return module.build_kernel(world, horizon, log_factor=log_factor, **params)
 
     def _check_names(self, params):
         allowed = {param.name for param in self.params}

@@ -6,6 +6,12 @@ accepted with ``log u < (beta_k - beta_{k+1}) * (R_{k+1} - R_k)`` where ``R`` is
 Even steps try the pairs (0, 1), (2, 3), ...; odd steps (1, 2), (3, 4), ... (with two rungs
 their one pair every step, so every step tries a pair). Each rung uses the same compiled pure
 step with its beta as an argument (vmapped over the rungs).
+
+Your own model's terms f (``log_factor``, :mod:`pgm_rl.kernels.base`): rung k targets
+``prior exp(beta_k (R + f / beta))``, the model's whole likelihood ``exp(beta R + f)`` raised
+to ``beta_k / beta`` (``log_factor.weight``), so the hottest rung is near the prior, where
+prior proposals mix, and the target rung is the model. Every rung's kernel carries f; the swap
+ratio gains ``(w_k - w_{k+1}) (f_{k+1} - f_k)`` with ``w = beta_k / beta``.
 """
 
 import numbers
@@ -54,16 +60,23 @@ def ladder(beta, num_rungs, min_fraction=1e-3):
     return beta * np.geomspace(1.0, min_fraction, num_rungs)
 
 
-def init(key, world, horizon, beta=None, betas=None, num_rungs=6, **params):
+def init(key, world, horizon, beta=None, betas=None, num_rungs=6, log_factor=None, **params):
     """Every rung drawn from the prior (:func:`pgm_rl.kernels.base.init`); K = ``len(betas)``,
     or ``num_rungs``."""
     num_rungs = _check_ladder(betas, num_rungs)
-    rungs = jax.vmap(lambda k: init_rung(k, world, horizon))(random.split(key, num_rungs))
+    keys = random.split(key, num_rungs)
+    rungs = jax.vmap(lambda k: init_rung(k, world, horizon, log_factor=log_factor))(keys)
     return ReplicaExchangeState(rungs, jnp.array(0), jnp.zeros((), rungs.ret.dtype))
 
 
 def build_kernel(
-    world, horizon, base_kernel="suffix-mh", base_params=None, betas=None, num_rungs=6
+    world,
+    horizon,
+    base_kernel="suffix-mh",
+    base_params=None,
+    betas=None,
+    num_rungs=6,
+    log_factor=None,
 ):
     """``step(key, state, beta) -> (state, info)`` over the rungs.
 
@@ -82,6 +95,9 @@ def build_kernel(
         ``num_rungs`` rungs.
     num_rungs : int, default 6
         K >= 2 for the default ladder.
+    log_factor : TrajectoryFactor, optional
+        The model's extra terms f (module docstring); a named base kernel is built with it, a
+        step given as a function must have been built with it.
     """
     num_rungs = _check_ladder(betas, num_rungs)
     if betas is None:
@@ -89,7 +105,7 @@ def build_kernel(
     else:
         betas = np.asarray(betas, dtype=float)
         fractions = jnp.asarray(betas / betas[0])
-    base_step = _base_step(world, horizon, base_kernel, base_params)
+    base_step = _base_step(world, horizon, base_kernel, base_params, log_factor)
     pair = jnp.arange(num_rungs - 1)
 
     def step(key, state, beta):
@@ -99,6 +115,9 @@ def build_kernel(
         accept_prob = infos.accept_prob[0]
         ret = rungs.ret
         log_ratio = (betas[:-1] - betas[1:]) * (ret[1:] - ret[:-1])
+        if log_factor is not None:
+            weights, log_f = log_factor.weight(betas), rungs.log_factor
+            log_ratio = log_ratio + (weights[:-1] - weights[1:]) * (log_f[1:] - log_f[:-1])
         tried = (pair % 2 == state.i % 2) | (num_rungs == 2)  # two rungs: no odd pairs
         log_u = jnp.log(random.uniform(swap_key, (num_rungs - 1,), ret.dtype))
         swapped = (tried & (log_u < log_ratio)).astype(jnp.int32)
@@ -114,14 +133,14 @@ def build_kernel(
     return step
 
 
-def _base_step(world, horizon, base_kernel, base_params):
+def _base_step(world, horizon, base_kernel, base_params, log_factor):
     """The rung's pure step from a registered name (checked) or a step function."""
     if callable(base_kernel):
         if base_params:
             raise ValueError("base_params is for a base_kernel given by name")
         return base_kernel
     record = KERNELS[_check_base_name(base_kernel)]
-    return record.build_kernel(world, horizon, **(base_params or {}))
+    return record.build_kernel(world, horizon, log_factor, **(base_params or {}))
 
 
 def _check_base_name(name):
@@ -193,7 +212,7 @@ class ReplicaExchange(TrajectoryKernel):
         self.num_rungs = _check_ladder(betas, num_rungs)
         self.betas = None if betas is None else np.asarray(betas, dtype=float)
 
-    def build_step_at(self, world, horizon, beta):
+    def build_step_at(self, world, horizon, beta, log_factor=None):
         if self.betas is not None and not np.isclose(
             self.betas[0], float(beta), rtol=1e-12, atol=0.0
         ):
@@ -203,14 +222,16 @@ class ReplicaExchange(TrajectoryKernel):
             )
         rung = self.base_kernel
         if not isinstance(rung, str):
-            rung = rung.build_step(world, horizon)
-        return build_kernel(world, horizon, rung, self.base_params, self.betas, self.num_rungs)
+            rung = rung.build_step(world, horizon, log_factor)
+        return build_kernel(
+            world, horizon, rung, self.base_params, self.betas, self.num_rungs, log_factor
+        )
 
-    def init_kernel_state(self, key, world, horizon, beta):
-        return init(key, world, horizon, beta, self.betas, self.num_rungs)
+    def init_kernel_state(self, key, world, horizon, beta, log_factor=None):
+        return init(key, world, horizon, beta, self.betas, self.num_rungs, log_factor)
 
-    def state_at(self, world, horizon, init_params):
-        start = init_from_params(world, init_params)
+    def state_at(self, world, horizon, init_params, log_factor=None):
+        start = init_from_params(world, init_params, log_factor)
         rungs = jax.tree.map(lambda x: jnp.stack([x] * self.num_rungs), start)
         return ReplicaExchangeState(rungs, jnp.array(0), jnp.zeros((), rungs.ret.dtype))
 

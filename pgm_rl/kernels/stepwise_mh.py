@@ -128,13 +128,19 @@ class StepwiseMH(TrajectoryKernel):
 
     build_step = None  # not a rung: it targets another distribution
 
-    def build_step_at(self, world, horizon, beta):
+    def build_step_at(self, world, horizon, beta, log_factor=None):
+        if log_factor is not None:
+            raise ValueError(
+                "StepwiseMH targets per-step marginals (stepwise_target), not a trajectory "
+                "posterior, so it cannot honour the model's trajectory-level site(s) "
+                f"{', '.join(map(repr, log_factor.sites))}; every other registry kernel does"
+            )
         return build_kernel(world, horizon)
 
-    def init_kernel_state(self, key, world, horizon, beta):
+    def init_kernel_state(self, key, world, horizon, beta, log_factor=None):
         return init(key, world, horizon, beta)
 
-    def state_at(self, world, horizon, init_params):
+    def state_at(self, world, horizon, init_params, log_factor=None):
         return init_at(world, init_params["actions"])
 
     def position(self, sites):

@@ -13,6 +13,10 @@ keep their values but are read from states that may have changed,
 and on deterministic dynamics, K = 1; ``-inf``, a rejection, where a kept index is impossible
 from the new state).
 
+Your own model's terms f (``log_factor``, :mod:`pgm_rl.kernels.base`): the proposal is
+unchanged, f enters the acceptance, ``log_ratio += weight(beta) (f(proposal) - f(current))``:
+one evaluation of f (a rollout and the user's terms, O(T)) per move, so T per sweep, O(T^2).
+
 The pure functions take ``beta`` as an argument, so :mod:`pgm_rl.kernels.replica_exchange`
 runs one chain per inverse temperature with the same compiled step.
 """
@@ -23,34 +27,46 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from pgm_rl.dynamics import draw_start, follow
-from pgm_rl.kernels.base import MHInfo, RegenerationState, TrajectoryKernel, init, mh_accept
+from pgm_rl.kernels.base import (
+    MHInfo,
+    RegenerationState,
+    TrajectoryKernel,
+    factor_at,
+    factor_change,
+    init,
+    mh_accept,
+)
 
 __all__ = ["SuffixMH", "build_kernel", "init", "regenerate", "regenerate_suffix"]
 
 
-def regenerate(key, state, beta, start, stop, world):
+def regenerate(key, state, beta, start, stop, world, log_factor=None):
     """One MH step that redraws the window ``[start, stop)`` of ``state`` from the prior.
 
     ``start`` and ``stop`` may be traced ints; ``beta`` is the inverse temperature.
-    ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState`.
-    Returns ``(RegenerationState, MHInfo)``.
+    ``state`` is a :class:`~pgm_rl.kernels.base.RegenerationState`; ``log_factor`` the
+    model's f or None. Returns ``(RegenerationState, MHInfo)``.
     """
     log_probs = follow(world, state.start, state.actions, state.outcomes)[3]
     redraw_start = (start <= 0) & (stop > 0)
-    (state, _), info = _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start)
+    (state, _), info = _regenerate(
+        key, state, log_probs, beta, start, stop, world, redraw_start, log_factor
+    )
     return state, info
 
 
-def regenerate_suffix(key, state, beta, start, world):
+def regenerate_suffix(key, state, beta, start, world, log_factor=None):
     """:func:`regenerate` of the suffix ``[start, T)``: no outcome is kept after the window, so
     the log prior of the kept ones is not needed (the whole trajectory at ``start = 0``)."""
     zeros = jnp.zeros(state.actions.shape, jnp.asarray(world.outcome_probs).dtype)
     horizon = state.actions.shape[-1]
-    (state, _), info = _regenerate(key, state, zeros, beta, start, horizon, world, start <= 0)
+    (state, _), info = _regenerate(
+        key, state, zeros, beta, start, horizon, world, start <= 0, log_factor
+    )
     return state, info
 
 
-def _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start):
+def _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start, log_factor):
     """:func:`regenerate` given the log prior (T,) of the state's outcome indices (only those
     after the window are read; zeros serve a suffix move) and whether the start is redrawn
     (a bool, possibly traced). Returns ``((state, log_probs), MHInfo)``."""
@@ -72,17 +88,21 @@ def _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start):
         world, new_start, actions, state.outcomes, noise, window
     )
     kept_after = jnp.sum(jnp.where(time >= stop, new_log_probs - log_probs, 0.0))
-    proposal = RegenerationState(actions, jnp.sum(rewards), outcomes, new_start)
+    ret = jnp.sum(rewards)
+    log_f = factor_at(log_factor, new_start, actions, outcomes, ret.dtype)
+    proposal = RegenerationState(actions, ret, outcomes, new_start, log_f)
     log_ratio = beta * (proposal.ret - state.ret) + kept_after
+    log_ratio = log_ratio + factor_change(log_factor, beta, log_f, state.log_factor)
     return mh_accept(accept_key, log_ratio, (proposal, new_log_probs), (state, log_probs))
 
 
-def build_kernel(world, horizon, block_size=None):
+def build_kernel(world, horizon, block_size=None, log_factor=None):
     """One sweep of suffix (``block_size=None``) or block moves, ``step(key, state, beta)``.
 
     The sweep visits the cuts ``start = 0, 1, ..., T - 1`` in turn; each move redraws
     ``[start, T)`` (or ``[start, min(start + block_size, T))``) and is accepted or rejected on
-    its own. The info's ``accept_prob`` is the mean over the sweep's T moves.
+    its own. The info's ``accept_prob`` is the mean over the sweep's T moves. ``log_factor``:
+    the model's f (in each move's acceptance), or None.
     """
     block_size = check_block_size(block_size)
 
@@ -90,7 +110,9 @@ def build_kernel(world, horizon, block_size=None):
         state, log_probs = carry
         move_key, start = inputs
         stop = horizon if block_size is None else jnp.minimum(start + block_size, horizon)
-        return _regenerate(move_key, state, log_probs, beta, start, stop, world, redraw_start)
+        return _regenerate(
+            move_key, state, log_probs, beta, start, stop, world, redraw_start, log_factor
+        )
 
     def step(key, state, beta):
         # A suffix move keeps no outcome after its window: the log prior of the kept ones is
@@ -151,5 +173,5 @@ class SuffixMH(TrajectoryKernel):
         super().__init__(model)
         self.block_size = check_block_size(block_size)
 
-    def build_step(self, world, horizon):
-        return build_kernel(world, horizon, self.block_size)
+    def build_step(self, world, horizon, log_factor=None):
+        return build_kernel(world, horizon, self.block_size, log_factor)

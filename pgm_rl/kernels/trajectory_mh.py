@@ -43,12 +43,13 @@ class TrajectoryMHState(NamedTuple):
     log_likelihood: jax.Array
 
 
-def build_kernel(world, horizon):
+def build_kernel(world, horizon, log_factor=None):
     """The contract's step on :func:`pgm_rl.trajectory_model`'s arrays, ``step(key, state, beta)``:
-    one whole-trajectory prior proposal (start, actions, outcomes), MH accept."""
+    one whole-trajectory prior proposal (start, actions, outcomes), MH accept (the model's
+    extra terms ``log_factor``, if any, in the acceptance)."""
 
     def step(key, state, beta):
-        return regenerate_suffix(key, state, beta, 0, world)
+        return regenerate_suffix(key, state, beta, 0, world, log_factor)
 
     return step
 
@@ -115,6 +116,6 @@ class TrajectoryMH(PureKernelAdapter):
 
         return init_fn, build_general_kernel(prior_sample), lambda state: state.position
 
-    def build_step(self, world, horizon):
+    def build_step(self, world, horizon, log_factor=None):
         """The array-level form (:func:`build_kernel`), for replica exchange."""
-        return build_kernel(world, horizon)
+        return build_kernel(world, horizon, log_factor)
