@@ -34,7 +34,9 @@ from pgm_rl.worlds import check_env
 __all__ = ["run_smc"]
 
 
-def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5, proposal=None):
+def run_smc(
+    key, env, horizon, beta, num_particles, ess_threshold=0.5, proposal=None, log_factor=None
+):
     """Run SMC with adaptive resampling on the trajectory posterior.
 
     Bootstrap proposals (actions from the uniform prior) by default; with ``proposal`` a
@@ -77,6 +79,13 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5, proposal=
         E.g. a :class:`~pgm_rl.variational.FittedPolicy`, ``soft_bellman(...)`` or
         ``solve(...)``; checked by :func:`check_proposal` (every action must keep a positive
         probability: the uniform prior gives them all one).
+    log_factor : callable, optional
+        Your own model's extra terms f: ``log_factor(start (), actions (T,), outcomes (T,))``
+        -> scalar, e.g. ``pgm_rl.trajectory_target(my_model, (env, T, beta)).factor``. The
+        target is then ``p(trajectory | O) exp(f)``: f is a terminal potential, one last
+        incremental weight on each final particle's whole trajectory (evaluated once per
+        particle, vmapped), so the weights and ``log_z`` (now log Z of the Markov part plus
+        log E[exp f]) stay exact and unbiased. The resampling decisions do not see f.
 
     Returns
     -------
@@ -112,8 +121,13 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5, proposal=
     if not 0.0 <= ess_threshold <= 1.0:
         raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold}")
     log_proposal = None if proposal is None else check_proposal(proposal, mdp, horizon)
+    if log_factor is not None and not callable(log_factor):
+        raise TypeError(
+            "log_factor must be None or a callable (start, actions, outcomes) -> scalar, got "
+            f"{type(log_factor).__name__}"
+        )
     (states, rewards, actions), stats = _smc(
-        key, mdp, beta, float(ess_threshold), horizon, num_particles, log_proposal
+        key, mdp, beta, float(ess_threshold), horizon, num_particles, log_proposal, log_factor
     )
     result = SMCResult(actions, states, rewards, *stats)
     for category, line in result._problems():
@@ -121,10 +135,11 @@ def run_smc(key, env, horizon, beta, num_particles, ess_threshold=0.5, proposal=
     return result
 
 
-@partial(jax.jit, static_argnums=(4, 5))
-def _smc(key, world, beta, ess_threshold, horizon, num_particles, log_proposal=None):
+@partial(jax.jit, static_argnums=(4, 5, 7))
+def _smc(key, world, beta, ess_threshold, horizon, num_particles, log_proposal=None,
+         log_factor=None):  # fmt: skip
     """The forward pass of :func:`run_smc` (checked arguments; ``log_proposal`` (T, S, A) or
-    None for bootstrap proposals).
+    None for bootstrap proposals; ``log_factor`` the terminal potential f or None).
 
     Each step draws the particles' actions (:func:`~pgm_rl.smc.proposals.propose`) and outcomes
     (from the dynamics, :func:`pgm_rl.dynamics.follow`), adds the log importance ratio and the
@@ -154,7 +169,9 @@ def _smc(key, world, beta, ess_threshold, horizon, num_particles, log_proposal=N
         step_inflation = inflation(mismatch, t, states, log_w)
         actions, log_ratio = propose(action_key, states, t, n_actions, log_proposal)
         noise = positive_uniform(outcome_key, (num_particles, 1), reward_dtype)
-        path, rewards, _, _ = follow(world, states, actions[:, None], kept, noise, draw_outcome)
+        path, rewards, outcomes, _ = follow(
+            world, states, actions[:, None], kept, noise, draw_outcome
+        )
         entered = path[:, 1]
         log_w = log_w + log_ratio
         if values is not None:
@@ -163,26 +180,32 @@ def _smc(key, world, beta, ess_threshold, horizon, num_particles, log_proposal=N
             resample_key, log_w, beta * rewards[:, 0], entered, log_z, eve, num_resampling,
             t < horizon - 1, ess_threshold, uniform,
         )  # fmt: skip
-        return carry, (ancestors, entered, rewards[:, 0], actions, step_inflation)
+        return carry, (ancestors, entered, rewards[:, 0], actions, outcomes[:, 0], step_inflation)
 
     start = (s0, uniform, jnp.zeros((), reward_dtype), jnp.arange(num_particles),
              jnp.zeros((), jnp.int32))  # fmt: skip
     inputs = (random.split(key, horizon), jnp.arange(horizon))
-    (_, log_w, log_z, eve, num_resampling), (ancestors, entered, rewards, actions, inflations) = (
-        lax.scan(forward, start, inputs)
-    )
+    (_, log_w, log_z, eve, num_resampling), steps = lax.scan(forward, start, inputs)
+    ancestors, entered, rewards, actions, outcomes, inflations = steps
 
     # ancestors[t] is the resampling after step t; step t's arrays are indexed by the particle
     # that took step t (before that resampling); ``first`` indexes s0.
     def trace_back(index, step_arrays):
-        step_ancestors, step_entered, step_rewards, step_actions = step_arrays
-        parent = step_ancestors[index]
-        return parent, (step_entered[parent], step_rewards[parent], step_actions[parent])
+        parent = step_arrays[0][index]
+        return parent, tuple(array[parent] for array in step_arrays[1:])
 
-    first, (path_entered, path_rewards, path_actions) = lax.scan(
-        trace_back, jnp.arange(num_particles), (ancestors, entered, rewards, actions), reverse=True
+    first, (path_entered, path_rewards, path_actions, path_outcomes) = lax.scan(
+        trace_back,
+        jnp.arange(num_particles),
+        (ancestors, entered, rewards, actions, outcomes),
+        reverse=True,
     )
     states = jnp.concatenate([s0[first][None], path_entered]).T
+    if log_factor is not None:  # the terminal potential: one last incremental weight
+        f = jax.vmap(log_factor)(s0[first], path_actions.T, path_outcomes.T)
+        log_w = log_w + jnp.asarray(f, reward_dtype)
+        total = logsumexp(log_w)
+        log_w, log_z = log_w - total, log_z + total
     return (states, path_rewards.T, path_actions.T), _smc_statistics(
         log_w, log_z, eve, num_resampling, inflations
     )

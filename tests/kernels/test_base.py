@@ -146,9 +146,28 @@ def brute_force_first_up(env, horizon, beta):
 
 
 @pytest.mark.parametrize("name", STRUCTURE_KERNELS)
-def test_structure_kernels_refuse_extra_sites(name):
-    mcmc = MCMC(KERNELS[name].make(with_penalty), num_warmup=1, num_samples=1, progress_bar=False)
-    with pytest.raises(ValueError, match=r"'penalty' \(factor\).*TrajectoryMH"):
+def test_structure_kernels_honour_a_factor_site(name):
+    """Issue 18: the factor is in every kernel's target (it refused them before); P(first
+    action up) is 0.000 with the penalty, 0.19 if it were ignored. StepwiseMH targets per-step
+    marginals, where a trajectory-level term means nothing: it refuses, naming the site."""
+    mcmc = MCMC(KERNELS[name].make(with_penalty), num_warmup=20, num_samples=200,
+                num_chains=2, chain_method=KERNELS[name].chain_method, progress_bar=False)  # fmt: skip
+    if name == "stepwise-mh":
+        with pytest.raises(ValueError, match=r"StepwiseMH.*'penalty'"):
+            mcmc.run(jax.random.key(0), GRID, 3, 0.5)
+        return
+    mcmc.run(jax.random.key(0), GRID, 3, 0.5)
+    assert np.mean(np.asarray(mcmc.get_samples()["actions"])[:, 0] == 0) <= 0.002
+
+
+@pytest.mark.parametrize("name", STRUCTURE_KERNELS)
+def test_structure_kernels_refuse_other_latent_sites(name):
+    def with_latent(env, horizon, beta):
+        pgm_rl.trajectory_model(env, horizon, beta)
+        numpyro.sample("goal", numpyro.distributions.Bernoulli(0.5))
+
+    mcmc = MCMC(KERNELS[name].make(with_latent), num_warmup=1, num_samples=1, progress_bar=False)
+    with pytest.raises(ValueError, match=r"'goal' \(latent\).*TrajectoryMH"):
         mcmc.run(jax.random.key(0), GRID, 3, 0.5)
 
 

@@ -9,8 +9,6 @@ stochastic MDP of ``test_joint.py`` (slow). The reference is brute-force enumera
 to see a kernel that ignores the factor.
 """
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,9 +70,7 @@ def enumerate_with_factor(world, horizon, beta):
     possible = plain > 0
     states, _ = pgm_rl.rollout(world, actions[possible], start[possible], outcomes[possible])
     weights = np.zeros_like(plain)
-    weights[possible] = plain[possible] * np.exp(
-        PENALTY * np.asarray(jax.vmap(revisits)(states))
-    )
+    weights[possible] = plain[possible] * np.exp(PENALTY * np.asarray(jax.vmap(revisits)(states)))
     return weights / weights.sum()
 
 
@@ -141,7 +137,7 @@ def test_trajectory_model_returns_the_trajectory():
     assert isinstance(traj, pgm_rl.Trajectory)
     assert traj.actions.shape == (4,) and traj.states.shape == (5,) and traj.rewards.shape == (4,)
     assert traj.outcomes.shape == (4,)
-    states, rewards = pgm_rl.rollout(STOCHASTIC, traj.actions, traj.states[0], traj.outcomes)
+    states, _ = pgm_rl.rollout(STOCHASTIC, traj.actions, traj.states[0], traj.outcomes)
     np.testing.assert_array_equal(states, traj.states)
     with numpyro.handlers.seed(rng_seed=0):
         assert pgm_rl.trajectory_model(DETERMINISTIC, 4, 1.0).outcomes is None
@@ -151,7 +147,7 @@ def test_trajectory_target_reads_the_factor():
     target = pgm_rl.trajectory_target(revisit_model, (DETERMINISTIC, 5, 1.5))
     assert target.factor.sites == ("revisits",)
     actions = jnp.array([1, 1, 1, 0, 0])
-    states, _ = pgm_rl.rollout(DETERMINISTIC, actions)  # 0 1 2 0 0 0: three revisits
+    # the path 0 1 2 0 0 0 enters three states again
     assert float(target.factor(0, actions, jnp.zeros(5, jnp.int32))) == pytest.approx(3 * PENALTY)
     assert pgm_rl.trajectory_target(pgm_rl.trajectory_model, (DETERMINISTIC, 5, 1.5)).factor is None
 
@@ -168,7 +164,7 @@ def test_other_latent_sites_are_refused_by_name():
 
 
 def test_stepwise_mh_refuses_trajectory_terms():
-    with pytest.raises(ValueError, match="StepwiseMH.*'revisits'"):
+    with pytest.raises(ValueError, match=r"StepwiseMH.*'revisits'"):
         MCMC(KERNELS["stepwise-mh"].make(revisit_model), num_warmup=1, num_samples=1).run(
             jax.random.key(0), DETERMINISTIC, 3, 1.0
         )
@@ -180,7 +176,9 @@ def test_a_nan_or_infinite_factor_is_named(bad):
         traj = pgm_rl.trajectory_model(env, horizon, beta)
         numpyro.factor("budget", jnp.where(traj.actions[0] == 1, bad, 0.0))
 
-    with pytest.raises(ValueError, match=r"site 'budget' is (nan|inf) for the trajectory .*actions"):
+    with pytest.raises(
+        ValueError, match=r"site 'budget' is (nan|inf) for the trajectory .*actions"
+    ):
         MCMC(KERNELS["action-gibbs"].make(model), num_warmup=1, num_samples=1).run(
             jax.random.key(0), DETERMINISTIC, 3, 1.0
         )

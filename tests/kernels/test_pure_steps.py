@@ -98,7 +98,7 @@ def test_action_gibbs_at_huge_beta_takes_the_best_action():
 def rung_states(actions, ret):
     """Stacked rung states (K,) with the given actions (K, T) and returns (K,)."""
     zeros = jnp.zeros_like(actions)
-    return RegenerationState(actions, ret, zeros, zeros[:, 0])
+    return RegenerationState(actions, ret, zeros, zeros[:, 0], jnp.zeros_like(ret))
 
 
 def stub_step(key, state, beta):
