@@ -297,7 +297,9 @@ def trajectory_target(model, model_args=(), model_kwargs=None, kernel="this kern
             f"{kernel} samples pgm_rl.trajectory_model's trajectory, with any terms that are "
             f"functions of it, but the model's site(s) {', '.join(other_latents)} are other "
             f"latent variables; use {GENERAL_KERNELS}, which sample every latent site of the "
-            "model"
+            f"model, or numpyro.infer.Gibbs([({kernel}(model), {sorted(latents)!r}), "
+            "(NUTS(model), None)]), which runs this kernel on the trajectory given the other "
+            "sites"
         )
     changed = [
         name

@@ -29,6 +29,7 @@ chains and initial values, resets the running acceptance rate after warm-up, pic
 hands back the model's latent sites plus its deterministic sites through ``postprocess_fn``.
 """
 
+import copy
 from typing import Any, NamedTuple
 
 import jax
@@ -225,6 +226,7 @@ class PureKernelAdapter(MCMCKernel):
         self._model = model
         self._step_fn = None
         self._position_fn = None
+        self._postprocess = None  # set by build where the model need not be traced again
         self._num_warmup = 0
 
     @property
@@ -269,11 +271,47 @@ class PureKernelAdapter(MCMCKernel):
         )
 
     def sample(self, state, model_args, model_kwargs):
+        if self._conditioned:  # a Gibbs block: the target moves with the other blocks' sites
+            _, self._step_fn, self._position_fn = self.build(model_args, model_kwargs or {})
         if jnp.ndim(state.i) == 0:
             return self._sample_one(state)
         return jax.vmap(self._sample_one)(state)
 
+    # -- as a block of numpyro.infer.Gibbs (with NUTS, say, for the model's other sites) --
+
+    _conditioned = False
+
+    def wrap_model(self, wrapper):
+        """A copy on ``wrapper(model)``: how NumPyro's ``Gibbs`` conditions a block on the other
+        blocks' sites. The copy rebuilds its step from the model arguments of each call (at
+        trace time), so its target follows the current values of the other sites."""
+        kernel = copy.copy(self)
+        kernel._model = wrapper(self._model)
+        kernel._step_fn = kernel._position_fn = None
+        kernel._conditioned = True
+        return kernel
+
+    def refresh(self, state, model_args, model_kwargs):
+        """``state`` with its cached log densities recomputed for the current model arguments
+        (the other blocks' sites moved): :meth:`rescore` of the kernel state."""
+        kernel_state = self.rescore(state.kernel_state, model_args, model_kwargs or {})
+        return state._replace(kernel_state=kernel_state)
+
+    def rescore(self, kernel_state, model_args, model_kwargs):  # pragma: no cover - abstract
+        """The kernel state with what it caches of the target recomputed."""
+        raise NotImplementedError
+
+    def get_constrain_fn(self, model_args, model_kwargs):
+        """Identity: the kernel's sites are discrete, their values already constrained."""
+        return lambda z: z
+
     def postprocess_fn(self, model_args, model_kwargs):
+        """``z -> z`` plus the model's deterministic sites. NumPyro applies it to every step's
+        ``z`` inside its compiled loop (before thinning), so it must be cheap: what
+        :meth:`build` set (no trace of the model: the sites carried in ``z``, or the rollout of
+        the trajectory), else the model traced at ``z`` (:func:`deterministic_sites_fn`)."""
+        if self._postprocess is not None:
+            return self._postprocess
         return deterministic_sites_fn(self._model, model_args, model_kwargs or {})
 
     def get_diagnostics_str(self, state):
@@ -284,6 +322,7 @@ class PureKernelAdapter(MCMCKernel):
         state = self.__dict__.copy()
         state["_step_fn"] = None
         state["_position_fn"] = None
+        state["_postprocess"] = None
         return state
 
 
@@ -326,13 +365,20 @@ class TrajectoryKernel(PureKernelAdapter):
         world, horizon, beta, log_factor = trajectory_target(
             self._model, model_args, model_kwargs, kernel=type(self).__name__
         )
-        if log_factor is not None:
+        if log_factor is not None and not self._conditioned:
             check_factor(log_factor, world, horizon)
         step = self.build_step_at(world, horizon, beta, log_factor)
         # trajectory_target has checked that the model's latent sites are exactly these: no
         # second trace of the model.
         sites = ("actions", *world_latents(world))
         sites = tuple(name for name in TRAJECTORY_LATENTS if name in sites)
+        # The model's own deterministic sites only: their rollout, no trace of the model.
+        own_sites = {"states", "rewards"}
+        self._postprocess = None
+        if not self._conditioned and own_sites == _deterministic_sites(
+            self._model, model_args, model_kwargs
+        ):
+            self._postprocess = trajectory_sites_fn(world)
 
         def init_fn(key, init_params):
             if init_params is None:
@@ -340,6 +386,43 @@ class TrajectoryKernel(PureKernelAdapter):
             return self.state_at(world, horizon, init_params, log_factor)
 
         return init_fn, lambda key, state: step(key, state, beta), self.position(sites)
+
+    def rescore(self, kernel_state, model_args, model_kwargs):
+        """The state's ``log_factor`` recomputed under the current model arguments
+        (:meth:`rescore_state`)."""
+        target = trajectory_target(self._model, model_args, model_kwargs, type(self).__name__)
+        return self.rescore_state(kernel_state, target.factor)
+
+    def rescore_state(self, kernel_state, log_factor):
+        """A :class:`RegenerationState` with f recomputed at its trajectory."""
+        return kernel_state._replace(
+            log_factor=factor_at(
+                log_factor,
+                kernel_state.start,
+                kernel_state.actions,
+                kernel_state.outcomes,
+                kernel_state.ret.dtype,
+            )
+        )
+
+
+def _deterministic_sites(model, model_args, model_kwargs):
+    """The names of the model's deterministic sites (one trace of the model, at build)."""
+    model_trace = trace(seed(model, 0)).get_trace(*model_args, **model_kwargs)
+    return {name for name, site in model_trace.items() if site["type"] == "deterministic"}
+
+
+def trajectory_sites_fn(world):
+    """``z -> z`` plus ``"states"`` (..., T + 1) and ``"rewards"`` (..., T), the rollout of the
+    latent sites ``z`` (``"actions"`` (..., T), and ``"start"`` and ``"outcomes"`` where they
+    are latent): the deterministic sites of :func:`pgm_rl.trajectory_model`, the same
+    computation, without tracing the model."""
+
+    def postprocess(z):
+        states, rewards = rollout(world, z["actions"], z.get("start"), z.get("outcomes"))
+        return {**z, "states": states, "rewards": rewards}
+
+    return postprocess
 
 
 def deterministic_sites_fn(model, model_args, model_kwargs):

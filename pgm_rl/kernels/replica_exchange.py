@@ -235,6 +235,11 @@ class ReplicaExchange(TrajectoryKernel):
         rungs = jax.tree.map(lambda x: jnp.stack([x] * self.num_rungs), start)
         return ReplicaExchangeState(rungs, jnp.array(0), jnp.zeros((), rungs.ret.dtype))
 
+    def rescore_state(self, kernel_state, log_factor):
+        """Every rung's f recomputed (a block of ``numpyro.infer.Gibbs``)."""
+        rungs = jax.vmap(lambda rung: super(ReplicaExchange, self).rescore_state(rung, log_factor))
+        return kernel_state._replace(rungs=rungs(kernel_state.rungs))
+
     def get_diagnostics_str(self, state):
         return (
             f"acc. prob={float(state.mean_accept_prob):.2f}, "

@@ -37,10 +37,13 @@ __all__ = [
 
 
 class TrajectoryMHState(NamedTuple):
-    """``position``: dict of latent sites; ``log_likelihood``: scalar at that position."""
+    """``position``: dict of latent sites; ``log_likelihood``: scalar at that position;
+    ``deterministic``: dict of the model's deterministic sites at that position, carried from
+    the trace that proposed it (so they need no second trace), or None."""
 
     position: dict
     log_likelihood: jax.Array
+    deterministic: dict | None = None
 
 
 def build_kernel(world, horizon, log_factor=None):
@@ -61,7 +64,8 @@ def general_init(position, log_likelihood_fn):
 
 def build_general_kernel(prior_sample_fn):
     """One independence-MH step on any model; ``prior_sample_fn(key) -> (position,
-    log_likelihood)``; ``step(key, state) -> (state, info)``."""
+    log_likelihood)`` or ``(position, log_likelihood, deterministic)`` (the fields of
+    :class:`TrajectoryMHState`); ``step(key, state) -> (state, info)``."""
 
     def step(key, state):
         proposal_key, accept_key = jax.random.split(key)
@@ -92,29 +96,57 @@ class TrajectoryMH(PureKernelAdapter):
         model = self._model
         prototype = trace(seed(model, 0)).get_trace(*model_args, **model_kwargs)
         sites = latent_sites(prototype)
+        # The deterministic sites ride along in the state (and in ``z``): NumPyro's
+        # postprocessing, applied to every step, then traces nothing. Not in a Gibbs block,
+        # where they move with the other blocks' sites.
+        carried = [
+            name
+            for name, site in prototype.items()
+            if site["type"] == "deterministic" and not self._conditioned
+        ]
+        self._postprocess = None if self._conditioned else dict
+
+        def deterministic(model_trace):
+            if self._conditioned:
+                return None
+            return {name: jnp.asarray(model_trace[name]["value"]) for name in carried}
 
         def prior_sample(key):
             model_trace = trace(seed(model, key)).get_trace(*model_args, **model_kwargs)
             position = {name: model_trace[name]["value"] for name in sites}
-            return position, trace_log_likelihood(model_trace)
+            return position, trace_log_likelihood(model_trace), deterministic(model_trace)
 
-        def log_likelihood(position):
+        def state_at(position):
             model_trace = trace(substitute(seed(model, 0), data=position)).get_trace(
                 *model_args, **model_kwargs
             )
-            return trace_log_likelihood(model_trace)
+            return TrajectoryMHState(
+                position, trace_log_likelihood(model_trace), deterministic(model_trace)
+            )
 
         def init_fn(key, init_params):
             if init_params is None:
-                position, _ = prior_sample(key)
+                position = prior_sample(key)[0]
             else:
                 position = {  # the model's own dtypes, so the chain's carry keeps its type
                     name: jnp.asarray(init_params[name], prototype[name]["value"].dtype)
                     for name in sites
                 }
-            return general_init(position, log_likelihood)
+            return state_at(position)
 
-        return init_fn, build_general_kernel(prior_sample), lambda state: state.position
+        def position_fn(state):
+            if state.deterministic is None:
+                return state.position
+            return {**state.position, **state.deterministic}
+
+        return init_fn, build_general_kernel(prior_sample), position_fn
+
+    def rescore(self, kernel_state, model_args, model_kwargs):
+        """The log-likelihood at the state's position under the current model arguments."""
+        model_trace = trace(substitute(seed(self._model, 0), data=kernel_state.position)).get_trace(
+            *model_args, **model_kwargs
+        )
+        return kernel_state._replace(log_likelihood=trace_log_likelihood(model_trace))
 
     def build_step(self, world, horizon, log_factor=None):
         """The array-level form (:func:`build_kernel`), for replica exchange."""
