@@ -25,6 +25,7 @@ LAYERS = {
     "irl": 3,
     "model": 4,
     "kernels": 5,
+    "control": 5,
     "variational": 5,
     "diagnostics": 6,
     "compare": 6,

@@ -1,6 +1,7 @@
 """The ``pgm-rl`` command: exact answers, sampling, kernel comparisons, reports, SMC, IRL and fits.
 
-``pgm-rl exact|sample|compare|report|smc|irl|fit``, each with ``--help``; ``pgm-rl --version``.
+``pgm-rl exact|sample|compare|report|smc|irl|fit|control``, each with ``--help``; ``pgm-rl
+--version``.
 The package parses and prints only; the work is done by :mod:`pgm_rl.compare`,
 :mod:`pgm_rl.diagnostics`, :mod:`pgm_rl.plots`, :mod:`pgm_rl.smc`, :mod:`pgm_rl.exact`,
 :mod:`pgm_rl.irl` and :mod:`pgm_rl.variational`. Its modules:
@@ -12,7 +13,8 @@ The package parses and prints only; the work is done by :mod:`pgm_rl.compare`,
 - :mod:`~pgm_rl.cli.runs` and :mod:`~pgm_rl.cli.proposal`: what several commands share;
 - one module per command, each with ``run(args) -> exit code``: :mod:`~pgm_rl.cli.exact`,
   :mod:`~pgm_rl.cli.sample`, :mod:`~pgm_rl.cli.compare`, :mod:`~pgm_rl.cli.report`,
-  :mod:`~pgm_rl.cli.smc`, :mod:`~pgm_rl.cli.irl`, :mod:`~pgm_rl.cli.fit`. They import JAX,
+  :mod:`~pgm_rl.cli.smc`, :mod:`~pgm_rl.cli.irl`, :mod:`~pgm_rl.cli.fit`,
+  :mod:`~pgm_rl.cli.control` (continuous control: :mod:`pgm_rl.control`). They import JAX,
   NumPyro and ArviZ and are imported only when their command runs, so ``pgm-rl --help``
   answers at once.
 

@@ -15,6 +15,9 @@ REWARD_POSTERIOR_FILE = "reward_posterior.png"
 # The pictures of ``fit --plots DIR`` (the policy picture only on a grid map).
 ELBO_TRACE_FILE = "elbo_trace.png"
 POLICY_FILE = "policy.png"
+# The pictures of ``control --plots DIR``.
+CONTROL_BAND_FILE = "action_band.png"
+CONTROL_EPISODE_FILE = "episode.png"
 
 
 class CommandError(Exception):

@@ -9,6 +9,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pgm_rl.cli import options
 from pgm_rl.cli.common import (
+    CONTROL_BAND_FILE,
+    CONTROL_EPISODE_FILE,
     ELBO_TRACE_FILE,
     ENV_OCCUPANCY_FILE,
     EXIT_USAGE,
@@ -109,6 +111,16 @@ def _run_arguments(parser):
     parser.add_argument("--strict", action="store_true", help=_STRICT_HELP)
 
 
+def _reference_argument(parser, what="no comparison with it, no 'disagrees' warnings"):
+    parser.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="for very large problems: do not solve the exact posterior, the reference every "
+        f"run is judged by ({what})",
+    )
+
+
 _STRICT_HELP = (
     "exit with code 1 when a problem is reported (a 'warning:' line: an R-hat above 1.01, or "
     "a disagreement with the exact posterior)"
@@ -182,11 +194,31 @@ def build_parser():
     sample.add_argument("--out", metavar="FILE.nc", help="save the run (netCDF) to FILE.nc")
     sample.add_argument("--proposal", metavar="POLICY.nc", help=_PROPOSAL_HELP)
     sample.add_argument(
+        "--machine",
+        metavar="FILE",
+        help="a reward machine in the text format of the reward_machines reference code "
+        "(Icarte et al. 2018): line 1 the initial state, line 2 the list of terminal states, "
+        "then one transition a line, (u1, u2, 'formula', ConstantRewardFunction(r)), with "
+        "formulas over the labels' letters ('e&!n', '!a|b'); a label no formula of a state "
+        "accepts sends the machine to an absorbing sink that never counts as done. Needs "
+        "--labels and --grid: the run is on the product of grid and machine (the reward of a "
+        "step is the cell's plus the machine's), and prints P(task done by step T), exact and "
+        "sampled (with --plots also satisfaction.png)",
+    )
+    sample.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="the event of each grid cell for --machine: one line per grid row, one character "
+        "per cell, '.' (or a space) for none, e.g. '..A' then '.C.' then 'B..' on a 3x3 grid; "
+        "the event of a step is the label of the cell entered",
+    )
+    sample.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
         help="no progress bar (NumPyro's, on stderr)",
     )
+    _reference_argument(sample)
 
     compare = commands.add_parser(
         "compare",
@@ -248,9 +280,76 @@ def build_parser():
         "--seed", type=options.prng_seed, default=0, help="PRNG seed in [0, 2**32) (default 0)"
     )
     smc.add_argument("--proposal", metavar="POLICY.nc", help=_PROPOSAL_HELP)
+    _reference_argument(smc, "no exact log Z, z-scores or TVs beside the runs")
     _irl_parser(commands)
     _fit_parser(commands)
+    _control_parser(commands)
     return parser
+
+
+def _control_parser(commands):
+    control = commands.add_parser(
+        "control",
+        help="continuous control: the exact LQ posterior, NUTS, MPPI, SMC, MPC",
+        description="Continuous control as inference on the linear-quadratic double integrator "
+        "(--problem lq) or Gymnasium's Pendulum-v1 (--problem pendulum, hanging at the start). "
+        "--mode exact: the exact Gaussian posterior (lq only): log Z, ELBO* of the "
+        "maximum-entropy LQR; sample: an MCMC kernel on pgm_rl.control.control_model, with "
+        "diagnostics and (lq) the comparison to exact; mppi / smc: log Z by importance "
+        "sampling / SMC with its standard error and ESS (lq: beside the exact log Z); mpc: "
+        "model-predictive control for --steps steps (--gym: in the real Gymnasium environment).",
+    )
+    control.add_argument(
+        "--problem", choices=("lq", "pendulum"), default="lq", help="the problem (default lq)"
+    )
+    control.add_argument(
+        "--mode",
+        choices=("exact", "sample", "mppi", "smc", "mpc"),
+        required=True,
+        help="what to run (above)",
+    )
+    control.add_argument(
+        "--horizon", type=options.positive_int, default=20, metavar="T",
+        help="number of actions T >= 1 (default 20; mpc: the planning horizon)",
+    )  # fmt: skip
+    control.add_argument(
+        "--beta", type=options.inverse_temperature, default=1.0, metavar="B",
+        help="inverse temperature >= 0 (default 1)",
+    )  # fmt: skip
+    control.add_argument(
+        "--kernel", choices=("nuts", "hmc", "barker", "sa"), default="nuts",
+        help="sample: NumPyro's kernel (default nuts)",
+    )  # fmt: skip
+    control.add_argument("--chains", type=options.positive_int, default=4,
+                         help="sample: chains (default 4)")  # fmt: skip
+    control.add_argument("--warmup", type=options.nonnegative_int, default=500,
+                         help="sample: warm-up steps per chain (default 500)")  # fmt: skip
+    control.add_argument(
+        "--samples", type=options.positive_int, default=None, metavar="N",
+        help="sample: draws per chain (default 1000); mppi, smc, mpc: trajectories per plan "
+        "(default 10000 for mppi and smc, 300 for mpc)",
+    )  # fmt: skip
+    control.add_argument(
+        "--iterations", type=options.positive_int, default=1,
+        help="mppi, mpc: proposal adaptations + 1 (default 1)",
+    )  # fmt: skip
+    control.add_argument("--steps", type=options.positive_int, default=200,
+                         help="mpc: steps of the episode (default 200)")  # fmt: skip
+    control.add_argument(
+        "--gym", action="store_true",
+        help="mpc with --problem pendulum: act in Gymnasium's Pendulum-v1 (needs the extra "
+        "pgm_rl[gymnasium])",
+    )  # fmt: skip
+    control.add_argument(
+        "--seed", type=options.prng_seed, default=0, help="PRNG seed in [0, 2**32) (default 0)"
+    )
+    control.add_argument(
+        "--plots", metavar="DIR",
+        help=f"write {CONTROL_BAND_FILE} (sample, mppi, smc) or {CONTROL_EPISODE_FILE} (mpc) "
+        "into DIR",
+    )  # fmt: skip
+    control.add_argument("--overwrite", action="store_true", help="replace existing pictures")
+    control.add_argument("--strict", action="store_true", help=_STRICT_HELP)
 
 
 _PROPOSAL_HELP = (

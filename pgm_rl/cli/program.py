@@ -22,7 +22,7 @@ __all__ = ["COMMANDS", "main"]
 # runs: the command modules import JAX, NumPyro and ArviZ, which ``pgm-rl --help`` must not wait for.
 COMMANDS = {
     name: f"pgm_rl.cli.{name}"
-    for name in ("exact", "sample", "compare", "report", "smc", "irl", "fit")
+    for name in ("exact", "sample", "compare", "report", "smc", "irl", "fit", "control")
 }
 
 

@@ -29,8 +29,8 @@ def _report(args, outputs):
     )
     print_summary(dt)
     comparison = None
-    if "exact" in dt.children:
-        comparison = diagnostics.compare_to_exact(dt)
+    if "exact" in dt.children or "reference" in dt.children:
+        comparison = diagnostics.compare_to_reference(dt)
         print_comparison(comparison)
     found = print_problems(diagnostics.problems(dt, comparison))
     outputs.commit(pictures=draw_plots(dt, outputs))

@@ -37,11 +37,20 @@ def print_summary(dt, env=None):
 
 
 def print_comparison(comparison):
+    """One line: the distance to the exact posterior, or to an importance-sampling reference
+    (with its standard error and ESS)."""
+    if "exact_expected_return" in comparison:
+        label, value, noise = "exact", float(comparison["exact_expected_return"]), ""
+    else:
+        label, value = "reference", float(comparison["reference_expected_return"])
+        noise = (
+            f" (reference ± {float(comparison['reference_expected_return_se']):.2g}, "
+            f"ESS {float(comparison['reference_ess']):.0f})"
+        )
     print(
-        f"vs exact: mean TV {float(comparison['mean_tv']):.4f} (max {float(comparison['max_tv']):.4f}), "
-        f"E[return] {float(comparison['expected_return']):.6g} vs exact "
-        f"{float(comparison['exact_expected_return']):.6g}: error "
-        f"{float(comparison['expected_return_error']):+.4g} ± {float(comparison['expected_return_mcse']):.2g} (MCSE)"
+        f"vs {label}: mean TV {float(comparison['mean_tv']):.4f} (max {float(comparison['max_tv']):.4f}), "
+        f"E[return] {float(comparison['expected_return']):.6g} vs {label} {value:.6g}: error "
+        f"{float(comparison['expected_return_error']):+.4g} ± {float(comparison['expected_return_mcse']):.2g} (MCSE){noise}"
     )
 
 

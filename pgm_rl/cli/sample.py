@@ -1,11 +1,19 @@
-"""``pgm-rl sample``: run one kernel, print its diagnostics and its distance to exact inference."""
+"""``pgm-rl sample``: run one kernel, print its diagnostics and its distance to exact inference
+(``--no-reference``: without solving it, for very large problems)."""
 
 from pgm_rl import compare, diagnostics, exact
 from pgm_rl._checks import check_draws_fit, trajectory_draw_bytes
 from pgm_rl.cli import options
 from pgm_rl.cli.common import EXIT_PROBLEMS
+from pgm_rl.cli.machine import (
+    draw_satisfaction,
+    machine_pictures,
+    problem_text,
+    satisfaction_line,
+    with_machine,
+)
 from pgm_rl.cli.outputs import Outputs, draw_plots
-from pgm_rl.cli.problem import build_env, problem_line, setup_jax
+from pgm_rl.cli.problem import build_env, setup_jax
 from pgm_rl.cli.proposal import load_proposal
 from pgm_rl.cli.runs import (
     budget,
@@ -15,6 +23,7 @@ from pgm_rl.cli.runs import (
     print_summary,
 )
 from pgm_rl.kernels.registry import parse_kernel_args
+from pgm_rl.worlds import RewardMachineMDP
 
 
 def run(args):
@@ -25,8 +34,8 @@ def run(args):
             "--proposal is for the kernels that take a proposal "
             f"({', '.join(options.PROPOSAL_KERNELS)}); --kernel {args.kernel} takes none"
         )
-    env = build_env(args)
-    with Outputs(args) as outputs:
+    env = with_machine(args, build_env(args))
+    with Outputs(args, pictures=machine_pictures(args, env)) as outputs:
         return _sample(args, env, kernel_params, outputs)
 
 
@@ -37,9 +46,9 @@ def _sample(args, env, kernel_params, outputs):
     check_draws_fit(args.chains, args.samples, per_draw, "the run, its tree and diagnostics")
     if args.proposal is not None:
         kernel_params["proposal"], about = load_proposal(args.proposal, env, args.horizon)
-    posterior = exact.solve(env, args.horizon, args.beta)
+    posterior = exact.solve(env, args.horizon, args.beta) if args.reference else None
     check_diagnostics_take(env, posterior)
-    print(f"{args.kernel}: {problem_line(env, args)}", flush=True)
+    print(f"{args.kernel}: {problem_text(env, args)}", flush=True)
     if args.kernel_arg:
         print(f"kernel arguments: {', '.join(args.kernel_arg)}", flush=True)
     if args.proposal is not None:
@@ -54,7 +63,7 @@ def _sample(args, env, kernel_params, outputs):
         progress_bar=args.progress,
         log=lambda line: print(line, flush=True),
     )
-    dt = diagnostics.to_datatree(mcmc, env, posterior)
+    dt = diagnostics.to_datatree(mcmc, env, posterior, reference=args.reference)
     dt.attrs.update(kernel=args.kernel, wall_seconds=seconds)
     if args.kernel_arg:
         dt.attrs["kernel_args"] = " ".join(args.kernel_arg)
@@ -62,8 +71,14 @@ def _sample(args, env, kernel_params, outputs):
         dt.attrs["proposal"] = str(args.proposal)
     print(f"wall time {seconds:.2f} s (JIT compilation included)")
     print_summary(dt, env)
-    comparison = diagnostics.compare_to_exact(dt)
-    print_comparison(comparison)
-    found = print_problems(diagnostics.problems(dt, comparison))
-    outputs.commit(dt, draw_plots(dt, outputs))
+    comparison = None
+    if args.reference:
+        comparison = diagnostics.compare_to_reference(dt)
+        print_comparison(comparison)
+    pictures = draw_plots(dt, outputs)
+    if isinstance(env, RewardMachineMDP) and posterior is not None:  # --machine
+        print(satisfaction_line(env, posterior, diagnostics.trajectory_states(dt).values))
+        pictures += draw_satisfaction(env, posterior, dt, outputs)
+    found = print_problems(diagnostics.problems(dt, comparison, reference=args.reference))
+    outputs.commit(dt, pictures)
     return EXIT_PROBLEMS if args.strict and found else 0

@@ -17,7 +17,7 @@ def run(args):
     proposal = None
     if args.proposal is not None:
         proposal, about = load_proposal(args.proposal, env, args.horizon)
-    posterior = exact.solve(env, args.horizon, args.beta)
+    posterior = exact.solve(env, args.horizon, args.beta) if args.reference else None
     print(f"smc: {problem_line(env, args)}, {args.particles} particles, {args.runs} runs")
     if proposal is not None:
         print(f"proposal: {about}")
@@ -27,8 +27,8 @@ def run(args):
                 f"--beta {args.beta:g}; the estimate stays unbiased, but a proposal far from the "
                 "target wastes the particles (a warning below says when it is meaningless)"
             )
-    print(f"exact log Z = {posterior.log_z:.8g}")
-    marginals = np.asarray(posterior.state_marginals)  # (T + 1, S)
+    if posterior is not None:
+        print(f"exact log Z = {posterior.log_z:.8g}")
     results = []
     for run, key in enumerate(jax.random.split(jax.random.key(args.seed), args.runs)):
         with warnings.catch_warnings():  # said below in one line
@@ -38,12 +38,6 @@ def run(args):
                 key, env, args.horizon, args.beta, args.particles, proposal=proposal
             )
         log_z, se = float(result.log_z), float(result.log_z_se)
-        weighted = diagnostics.weighted_state_marginals(
-            result.states, result.log_weights, env.n_states
-        )
-        mean_tv = 0.5 * np.abs(weighted - marginals).sum(axis=1).mean()
-        z = smc.z_score(result, posterior.log_z)
-        z = f"{z:+.2f}" if abs(z) < 1e5 else f"{z:+.3g}"
         se_text = f"± {se:.3g}"
         if result.proposal_mismatch:
             se_text += " (meaningless: see the warning)"
@@ -52,8 +46,7 @@ def run(args):
         if result.log_z_rounding > se and not result.proposal_mismatch:
             se_text += f" (rounding ± {result.log_z_rounding:.3g})"
         print(
-            f"run {run}: log Z = {log_z:.8g} {se_text}  (z = {z}), ESS {float(result.ess):.1f}, "
-            f"mean TV of weighted marginals {mean_tv:.4f}",
+            f"run {run}: log Z = {log_z:.8g} {se_text}{_versus_exact(result, posterior, env)}",
             flush=True,
         )
         if result.proposal_mismatch:
@@ -66,7 +59,7 @@ def run(args):
                 flush=True,
             )
         results.append(result)
-    for line in smc.log_z_problems(results, posterior.log_z):
+    for line in smc.log_z_problems(results, None if posterior is None else posterior.log_z):
         print(f"warning: {line}")
     estimates = [float(result.log_z) for result in results]
     spread = np.std(estimates, ddof=1) if len(estimates) > 1 else float("nan")
@@ -75,3 +68,16 @@ def run(args):
         f"(sd between runs {spread:.3g})"
     )
     return 0
+
+
+def _versus_exact(result, posterior, env):
+    """``"  (z = ...), ESS ..., mean TV of weighted marginals ..."`` of one run; without the
+    exact posterior (``--no-reference``) only its ESS."""
+    if posterior is None:
+        return f", ESS {float(result.ess):.1f}"
+    weighted = diagnostics.weighted_state_marginals(result.states, result.log_weights, env.n_states)
+    marginals = np.asarray(posterior.state_marginals)  # (T + 1, S)
+    mean_tv = 0.5 * np.abs(weighted - marginals).sum(axis=1).mean()
+    z = smc.z_score(result, posterior.log_z)
+    z = f"{z:+.2f}" if abs(z) < 1e5 else f"{z:+.3g}"
+    return f"  (z = {z}), ESS {float(result.ess):.1f}, mean TV of weighted marginals {mean_tv:.4f}"

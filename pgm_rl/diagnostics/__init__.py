@@ -18,9 +18,15 @@ The DataTree layout (``T`` = horizon, ``S`` = states, ``A`` = actions):
     action, outcome) and the expected ``reward`` (state, action); ``grid`` (row, col), the cell
     rewards, for a :class:`~pgm_rl.GridWorld` (with ``slip`` and ``terminal`` root attributes
     when it has them).
-``exact`` (when an :class:`~pgm_rl.ExactPosterior` is given)
+``exact`` (the model's exact posterior: by default for an MCMC run of
+:func:`~pgm_rl.trajectory_model`, or when an :class:`~pgm_rl.ExactPosterior` is given)
     ``state_marginals`` (step = 0..T, state), ``action_marginals`` (time, action), ``log_z``,
     ``expected_return``.
+``reference`` (by default for an MCMC run of a model that adds terms to the trajectory model:
+its importance-sampling :func:`reference`)
+    ``state_marginals`` and ``state_marginals_se`` (step = 0..T, state), ``log_z``,
+    ``log_z_se``, ``ess``, ``num_samples``, ``expected_return``, ``expected_return_se``,
+    ``return_sd``, ``markov_log_z``; attrs ``kind`` and ``sites``.
 
 Root attributes: ``horizon``, ``beta``, ``start_state``, ``best_state`` (the state entered with
 the largest reward: the goal), ``sampler`` and, for a grid, ``start_row``/``start_col``.
@@ -36,13 +42,22 @@ Modules: :mod:`~pgm_rl.diagnostics.datatree` (:func:`to_datatree`, :func:`env_fr
 (:func:`check_run`), :mod:`~pgm_rl.diagnostics.marginals` (:func:`empirical_state_marginals`,
 :func:`weighted_state_marginals`, :func:`tv_distance`), :mod:`~pgm_rl.diagnostics.convergence`
 (:func:`summary`, :class:`SummaryTable`, :func:`occupancy_r_hat`),
-:mod:`~pgm_rl.diagnostics.vs_exact` (:func:`compare_to_exact`) and
+:mod:`~pgm_rl.diagnostics.reference` (:func:`reference`, :class:`Reference`: the exact
+posterior, or importance sampling for a model with extra terms),
+:mod:`~pgm_rl.diagnostics.vs_exact` (:func:`compare_to_exact`),
+:mod:`~pgm_rl.diagnostics.vs_reference` (:func:`compare_to_reference`) and
 :mod:`~pgm_rl.diagnostics.problems` (:func:`problems`: R-hat, stuck and copied chains and the
-comparison to exact, in words). ArviZ is imported by this package and :mod:`pgm_rl.plots`
+comparison to the tree's reference, in words). ArviZ is imported by this package and :mod:`pgm_rl.plots`
 only: ``import pgm_rl.exact`` does not load it.
 """
 
 from pgm_rl.diagnostics import _numpyro  # noqa: F401  (first: the NumPyro/ArviZ import order)
+from pgm_rl.diagnostics.continuous import (
+    CONTROL_DIMS,
+    GaussianComparison,
+    compare_to_gaussian,
+    control_datatree,
+)
 from pgm_rl.diagnostics.convergence import (
     END_MASS,
     MAX_END_ROWS,
@@ -65,6 +80,7 @@ from pgm_rl.diagnostics.marginals import (
     weighted_state_marginals,
 )
 from pgm_rl.diagnostics.problems import problems
+from pgm_rl.diagnostics.reference import DEFAULT_REFERENCE_SAMPLES, Reference, reference
 from pgm_rl.diagnostics.schema import check_run
 from pgm_rl.diagnostics.vs_exact import (
     MIN_REFERENCE_DRAWS,
@@ -73,25 +89,35 @@ from pgm_rl.diagnostics.vs_exact import (
     REFERENCE_Z,
     compare_to_exact,
 )
+from pgm_rl.diagnostics.vs_reference import MIN_REFERENCE_ESS, compare_to_reference
 
 __all__ = [
+    "CONTROL_DIMS",
+    "DEFAULT_REFERENCE_SAMPLES",
     "DIMS",
     "END_MASS",
     "MAX_END_ROWS",
     "MIN_REFERENCE_DRAWS",
+    "MIN_REFERENCE_ESS",
     "MIN_VISITS",
     "REFERENCE_REPLICATES",
     "REFERENCE_Z",
     "R_HAT_THRESHOLD",
     "SUMMARY_COLUMNS",
+    "GaussianComparison",
+    "Reference",
     "SummaryTable",
     "best_state",
     "check_run",
     "compare_to_exact",
+    "compare_to_gaussian",
+    "compare_to_reference",
+    "control_datatree",
     "empirical_state_marginals",
     "env_from_datatree",
     "occupancy_r_hat",
     "problems",
+    "reference",
     "summary",
     "to_datatree",
     "trajectory_states",

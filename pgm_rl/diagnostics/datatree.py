@@ -13,6 +13,7 @@ from numpyro.infer import MCMC
 
 from pgm_rl._checks import check_beta, check_horizon, check_key, check_tree_fits
 from pgm_rl.diagnostics._numpyro import restore_numpyro_initialization
+from pgm_rl.diagnostics.reference import DEFAULT_REFERENCE_SAMPLES, Reference, reference
 from pgm_rl.diagnostics.schema import (
     OUTCOME_NAMES,
     RunError,
@@ -21,8 +22,8 @@ from pgm_rl.diagnostics.schema import (
     stored_outcomes,
 )
 from pgm_rl.dynamics import rollout
-from pgm_rl.exact import ExactPosterior
-from pgm_rl.model import trajectory_problem
+from pgm_rl.exact import ExactPosterior, solve
+from pgm_rl.model import trajectory_target
 from pgm_rl.smc import resample_draws
 from pgm_rl.worlds import GridWorld, TabularMDP, check_env
 
@@ -44,7 +45,18 @@ _STAT_NAMES = {"accept_prob": "acceptance_rate", "diverging": "diverging"}
 _DYNAMICS = "the MDP's outcome_states and outcome_rewards"
 
 
-def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
+def to_datatree(
+    source,
+    env,
+    exact=None,
+    *,
+    horizon=None,
+    beta=None,
+    key=None,
+    reference=True,
+    reference_samples=DEFAULT_REFERENCE_SAMPLES,
+    reference_key=None,
+):
     """Convert sampled trajectories to an ArviZ DataTree (layout: :mod:`pgm_rl.diagnostics`).
 
     Parameters
@@ -66,7 +78,8 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
         dict of draws must hold the ``"states"`` and ``"rewards"``: the actions alone do not
         fix them.
     exact : ExactPosterior, optional
-        Stored in the ``exact`` group; must be for the same problem.
+        Stored in the ``exact`` group; must be for the same problem (of
+        :func:`pgm_rl.trajectory_model` itself: a model with extra terms has a ``reference``).
     horizon, beta : optional
         Only for a dict ``source``: ``horizon`` is checked against the draws, ``beta`` is
         required unless ``exact`` gives it (an ``SMCResult`` does not record it either).
@@ -74,6 +87,20 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
     key : jax PRNG key, optional
         Only for weighted draws: the key of the resampling; default ``jax.random.key(0)`` (so
         the same input always gives the same tree).
+    reference : bool or Reference, default True
+        The model's reference, which :func:`problems` and :func:`compare_to_reference` judge
+        the run by. True: for an ``MCMC`` source, computed from its model
+        (:func:`pgm_rl.diagnostics.reference`): the exact posterior of
+        :func:`pgm_rl.trajectory_model` itself goes to the ``exact`` group (unless ``exact``
+        is given), the importance-sampling reference of a model with extra terms to the
+        ``reference`` group; a dict source has no model, so nothing is added. A
+        :class:`Reference` is stored as it is (checked against the run's problem). False: no
+        reference (for problems too large to solve: it costs a :func:`pgm_rl.solve` and, with
+        extra terms, ``reference_samples`` evaluations of them).
+    reference_samples : int, default 16384
+        Draws of the importance-sampling reference (a model with extra terms).
+    reference_key : jax PRNG key, optional
+        Their key; default ``jax.random.key(0)``.
 
     Returns
     -------
@@ -87,8 +114,28 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
             raise TypeError(
                 "horizon, beta and key are read from the MCMC run; pass them only with a dict"
             )
-        dt, horizon, beta = _from_mcmc(source, mdp)
+        dt, horizon, beta, target = _from_mcmc(source, mdp)
+        if target.factor is not None and exact is not None:
+            raise ValueError(
+                "exact is the posterior of pgm_rl.trajectory_model alone, but the model adds the "
+                f"site(s) {', '.join(map(repr, target.factor.sites))}: its reference is "
+                "pgm_rl.diagnostics.reference(model, ...) (reference=True, the default)"
+            )
+        if reference is True and (target.factor is not None or exact is None):
+            reference = _model_reference(source, target, reference_samples, reference_key)
+        sites = () if target.factor is None else tuple(target.factor.sites)
+        if isinstance(reference, Reference) and tuple(reference.sites) != sites:
+            raise ValueError(
+                f"reference is for a model with the extra site(s) {list(reference.sites)}, the "
+                f"run's model has {list(sites)}"
+            )
     elif isinstance(source, dict) or hasattr(source, "_asdict"):
+        if reference_key is not None or reference_samples != DEFAULT_REFERENCE_SAMPLES:
+            raise TypeError(
+                "reference_samples and reference_key are for the reference of an MCMC run's "
+                "model; a dict of draws has none (pass reference=pgm_rl.diagnostics.reference("
+                "model, ...))"
+            )
         sampler = type(source).__name__ if hasattr(source, "_asdict") else "samples"
         source = dict(source._asdict()) if hasattr(source, "_asdict") else source
         if "log_weights" in source:
@@ -121,9 +168,45 @@ def to_datatree(source, env, exact=None, *, horizon=None, beta=None, key=None):
         if mdp.slip or mdp.terminal:
             cells = [int(index) for cell in mdp.terminal for index in cell]
             dt.attrs.update(slip=float(mdp.slip), terminal=cells)
+    if isinstance(reference, Reference):
+        _check_reference(reference, mdp, horizon, beta)
+        if reference.kind == "exact":
+            exact = reference.posterior if exact is None else exact
+        else:
+            dt["reference"] = reference.to_dataset()
+    elif not isinstance(reference, bool):
+        raise TypeError(
+            f"reference must be True, False or a pgm_rl.diagnostics.Reference, got {reference!r}"
+        )
     if exact is not None:
         dt["exact"] = _exact_dataset(exact, mdp, horizon, beta)
     return dt
+
+
+def _model_reference(mcmc, target, num_samples, key):
+    """The reference of the MCMC run's model: :func:`reference` (the exact posterior alone,
+    without drawing, when the model adds no terms)."""
+    try:
+        if target.factor is None:
+            return Reference.from_posterior(solve(target.world, target.horizon, float(target.beta)))
+        return reference(
+            mcmc.sampler.model, *mcmc._args, num_samples=num_samples, key=key, **mcmc._kwargs
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"the run's reference (reference=True, the default): {error}; pass reference=False "
+            "to store the run without it"
+        ) from None
+
+
+def _check_reference(ref, mdp, horizon, beta):
+    """``ValueError`` unless ``ref`` is for the run's MDP, horizon and beta."""
+    _check_same_mdp(ref.world, mdp)
+    if ref.horizon != horizon or not np.isclose(ref.beta, beta, rtol=1e-12, atol=0.0):
+        raise ValueError(
+            f"reference is for horizon={ref.horizon}, beta={ref.beta}; the draws are for "
+            f"horizon={horizon}, beta={beta}"
+        )
 
 
 def _single_start(mdp):
@@ -153,7 +236,8 @@ def _resample_weighted(samples, key):
 
 def _from_mcmc(mcmc, mdp):
     model = mcmc.sampler.model
-    problem_mdp, horizon, beta = trajectory_problem(model, mcmc._args, mcmc._kwargs)
+    target = trajectory_target(model, mcmc._args, mcmc._kwargs, "to_datatree")
+    problem_mdp, horizon, beta = target.world, target.horizon, target.beta
     _check_same_mdp(problem_mdp, mdp)
     restore_numpyro_initialization()
     dt = from_numpyro(mcmc, dims=DIMS)
@@ -169,7 +253,7 @@ def _from_mcmc(mcmc, mdp):
             renamed[_STAT_NAMES.get(field, field)] = stats[name]
         dt["sample_stats"] = xr.Dataset(renamed, attrs=stats.attrs)
     dt.attrs["sampler"] = type(mcmc.sampler).__name__
-    return dt, horizon, beta
+    return dt, horizon, beta, target
 
 
 def _from_samples(samples, mdp, start, exact, horizon, beta):

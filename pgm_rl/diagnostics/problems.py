@@ -1,7 +1,7 @@
-"""Every problem found with a run, in words: R-hat, stuck or copied chains, and exact.
+"""Every problem found with a run, in words: R-hat, stuck or copied chains, and its reference.
 
-:func:`problems` reads :func:`~pgm_rl.diagnostics.summary` and, given one,
-:func:`~pgm_rl.diagnostics.compare_to_exact`'s Dataset.
+:func:`problems` reads :func:`~pgm_rl.diagnostics.summary` and
+:func:`~pgm_rl.diagnostics.compare_to_reference`'s Dataset (given, or of the tree's reference).
 """
 
 import numpy as np
@@ -16,11 +16,12 @@ from pgm_rl.diagnostics.convergence import (
 )
 from pgm_rl.diagnostics.datatree import trajectory_states, tree_group
 from pgm_rl.diagnostics.vs_exact import REFERENCE_Z
+from pgm_rl.diagnostics.vs_reference import EXACT_REFERENCE, compare_to_reference, has_reference
 
 __all__ = ["problems"]
 
 
-def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD):
+def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD, *, reference=True):
     """Every problem found with a run, one human-readable line each (empty: none found).
 
     Parameters
@@ -28,8 +29,15 @@ def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD):
     dt : xarray.DataTree
         From :func:`to_datatree`.
     comparison : xarray.Dataset, optional
-        From :func:`compare_to_exact`; adds a line for each distance above its threshold.
+        From :func:`compare_to_reference` or :func:`compare_to_exact`; adds a line for each
+        distance above its threshold. Default: the comparison with the tree's reference (its
+        ``reference`` or ``exact`` group, which :func:`to_datatree` stores by default), when it
+        has one and ``reference`` is True.
     r_hat_threshold : float, default 1.01
+    reference : bool, default True
+        False: no comparison unless ``comparison`` is given (it costs the reference's
+        replicates, and for an ``exact`` group a :func:`pgm_rl.solve`: skip it for very large
+        problems).
 
     Returns
     -------
@@ -41,11 +49,17 @@ def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD):
           draw for draw (copies: the same seed): R-hat is NaN or meaningless for them, so
           they are named here; not when the tree's ``exact`` group says the posterior is
           one trajectory to within 1 / draws;
-        - given ``comparison``: ``"disagrees with the exact posterior: mean TV X > threshold
-          Y ..."`` for the mean TV, the max TV and the return error that exceed their
-          thresholds, and the occupancy indicator furthest from its exact marginal when it
-          is beyond ``occupancy_z_threshold``.
+        - from the comparison: ``"disagrees with the exact posterior: mean TV X > threshold
+          Y ..."`` (or ``"disagrees with the importance-sampling reference (ESS N of M): ..."``)
+          for the mean TV, the max TV and the return error that exceed their thresholds, and
+          the occupancy indicator furthest from its reference marginal when it is beyond
+          ``occupancy_z_threshold``; one ``"not judged against ..."`` line instead when the
+          reference's ESS is too small to judge.
     """
+    if not isinstance(reference, bool):
+        raise TypeError(f"reference must be True or False, got {reference!r}")
+    if comparison is None and reference and has_reference(dt):
+        comparison = compare_to_reference(dt)
     table = summary(dt, r_hat_threshold)
     lines = _stuck_chains(dt)
     if table.attrs["flagged"]:
@@ -58,7 +72,14 @@ def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD):
         )
     if comparison is not None:
         if not isinstance(comparison, xr.Dataset) or "tv_threshold" not in comparison:
-            raise TypeError("comparison must be the xarray.Dataset of compare_to_exact")
+            if not (isinstance(comparison, xr.Dataset) and "not_judged" in comparison.attrs):
+                raise TypeError(
+                    "comparison must be the xarray.Dataset of compare_to_reference or "
+                    "compare_to_exact"
+                )
+            lines.append(comparison.attrs["not_judged"])
+            return lines
+        against = comparison.attrs.get("reference", EXACT_REFERENCE)
         n_tv, n_ret = int(comparison["n_ref_tv"]), int(comparison["n_ref_return"])
         checks = [
             ("mean TV", float(comparison["mean_tv"]), float(comparison["tv_threshold"]), n_tv),
@@ -72,22 +93,24 @@ def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD):
         ]
         for label, value, threshold, n_ref in checks:
             if value > threshold:
-                reference = (
-                    f"what {n_ref} exact iid draws reach"
-                    if label.startswith("|")
-                    else "what the run's effective sizes allow"
-                )
+                if against != EXACT_REFERENCE:
+                    allows = "what the run's effective sizes and the reference's noise allow"
+                elif label.startswith("|"):
+                    allows = f"what {n_ref} exact iid draws reach"
+                else:
+                    allows = "what the run's effective sizes allow"
                 lines.append(
-                    f"disagrees with the exact posterior: {label} {value:.4g} > threshold "
-                    f"{threshold:.4g} ({reference}, mean + {REFERENCE_Z:g} sd)"
+                    f"disagrees with {against}: {label} {value:.4g} > threshold "
+                    f"{threshold:.4g} ({allows}, mean + {REFERENCE_Z:g} sd)"
                 )
         if "max_occupancy_z" in comparison:
-            lines.extend(_occupancy_line(dt, comparison))
+            lines.extend(_occupancy_line(dt, comparison, against))
     return lines
 
 
-def _occupancy_line(dt, comparison):
-    """The problem line of the occupancy indicator furthest from its exact marginal, if any."""
+def _occupancy_line(dt, comparison, against):
+    """The problem line of the occupancy indicator furthest from its reference marginal, if
+    any."""
     z_max, threshold = (
         float(comparison["max_occupancy_z"]),
         float(comparison["occupancy_z_threshold"]),
@@ -97,11 +120,16 @@ def _occupancy_line(dt, comparison):
     z = comparison["occupancy_z"].values
     step, state = np.unravel_index(int(np.argmax(np.abs(z))), z.shape)
     sampled = float((trajectory_states(dt).sel(step=step) == state).mean())
-    exact = float(dt["exact"]["state_marginals"][step, state]) if "exact" in dt.children else None
-    versus = f" vs exact {exact:.4g}" if exact is not None else ""
+    if "reference_state_marginals" in comparison:
+        marginal = float(comparison["reference_state_marginals"][step, state])
+        versus = f" vs reference {marginal:.4g}"
+    elif "exact" in dt.children:
+        versus = f" vs exact {float(dt['exact']['state_marginals'][step, state]):.4g}"
+    else:
+        versus = ""
     size = float(comparison["occupancy_ess"][step, state])
     return [
-        f"disagrees with the exact posterior: {where_label(dt, step, state)} sampled "
+        f"disagrees with {against}: {where_label(dt, step, state)} sampled "
         f"{sampled:.4g}{versus}, z = {z[step, state]:.3g} beyond +-{threshold:.3g} at its "
         f"effective size {size:.0f} (family-wise {REFERENCE_Z:g} sd over the occupancy "
         "indicators)"

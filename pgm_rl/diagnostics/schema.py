@@ -19,6 +19,17 @@ __all__ = [
 ]
 
 OUTCOME_NAMES = ("outcome_states", "outcome_probs", "outcome_rewards")
+# The scalars of a run's ``reference`` group (pgm_rl.diagnostics.Reference.to_dataset).
+REFERENCE_SCALARS = (
+    "log_z",
+    "log_z_se",
+    "ess",
+    "num_samples",
+    "expected_return",
+    "expected_return_se",
+    "return_sd",
+    "markov_log_z",
+)
 _POSTERIOR_DIMS = {
     "actions": ("chain", "draw", "time"),
     "states": ("chain", "draw", "step"),
@@ -57,7 +68,10 @@ def check_run(dt, source="dt"):
       state and action with that outcome's reward, and ``return`` is the sum of the rewards;
     - ``sample_stats``, when there, has the posterior's chains and draws; ``exact``, when
       there, has ``state_marginals`` (step = T + 1, state = S), ``action_marginals``
-      (time = T, action = A) and scalar ``log_z`` and ``expected_return``.
+      (time = T, action = A) and scalar ``log_z`` and ``expected_return``; ``reference``, when
+      there, has ``state_marginals`` and ``state_marginals_se`` (step = T + 1, state = S),
+      finite scalars ``log_z``, ``log_z_se``, ``ess``, ``num_samples``, ``expected_return``,
+      ``expected_return_se``, ``return_sd``, ``markov_log_z`` and a str attribute ``kind``.
 
     Parameters
     ----------
@@ -187,7 +201,7 @@ def _check_run(dt):
     if not np.allclose(values["return"], rewards.sum(axis=-1), rtol=1e-6, atol=1e-6 * scale):
         raise RunError("posterior 'return' is not the sum of posterior 'rewards'")
 
-    for name in ("sample_stats", "exact"):
+    for name in ("sample_stats", "exact", "reference"):
         if name in dt.children:
             _check_optional_group(dt[name].to_dataset(), name, sizes, n_states, n_actions)
 
@@ -240,20 +254,27 @@ def _check_optional_group(data, name, sizes, n_states, n_actions):
                 )
         return
     horizon = sizes["time"]
-    expected = {
-        "state_marginals": {"step": horizon + 1, "state": n_states},
-        "action_marginals": {"time": horizon, "action": n_actions},
-        "log_z": {},
-        "expected_return": {},
-    }
+    marginals = {"step": horizon + 1, "state": n_states}
+    if name == "exact":
+        expected = {
+            "state_marginals": marginals,
+            "action_marginals": {"time": horizon, "action": n_actions},
+            "log_z": {},
+            "expected_return": {},
+        }
+    else:
+        expected = {"state_marginals": marginals, "state_marginals_se": marginals}
+        expected |= {scalar: {} for scalar in REFERENCE_SCALARS}
+        if not isinstance(data.attrs.get("kind"), str):
+            raise RunError("reference attribute 'kind' must be a str")
     for variable, shape in expected.items():
         if variable not in data:
-            raise RunError(f"exact variable {variable!r} is missing")
+            raise RunError(f"{name} variable {variable!r} is missing")
         found = data[variable]
         if found.dims != tuple(shape) or found.shape != tuple(shape.values()):
-            raise RunError(f"exact {variable!r} must have sizes {shape}, got {dict(found.sizes)}")
+            raise RunError(f"{name} {variable!r} must have sizes {shape}, got {dict(found.sizes)}")
         if not np.issubdtype(found.dtype, np.number) or not np.isfinite(found.values).all():
-            raise RunError(f"exact {variable!r} must be finite numbers")
+            raise RunError(f"{name} {variable!r} must be finite numbers")
 
 
 def stored_outcomes(data):

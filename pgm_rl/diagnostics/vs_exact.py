@@ -131,30 +131,12 @@ def compare_to_exact(dt, exact=None, *, key=None, replicates=REFERENCE_REPLICATE
     exact_return = float(exact.expected_return)
 
     states = trajectory_states(dt).values
-    num_draws = states.shape[0] * states.shape[1]
     sampled = empirical_state_marginals(states, n_states)
     tv = tv_distance(sampled, marginals)
-    returns = posterior["return"]
-    sampled_return = float(returns.mean())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mcse = float(azs.mcse(returns, sample_dims=SAMPLE_DIMS, method="mean"))
-        ess = float(azs.ess(returns, sample_dims=SAMPLE_DIMS, method="bulk"))
-        rhat = end_indicators(dt).azstats.rhat(sample_dims=SAMPLE_DIMS)
-    r_hats = {name: float(value) for name, value in rhat.data_vars.items()}
-    worst = worst_occupancy(dt)
-    if worst is not None:
-        r_hats[where_label(dt, worst[1], worst[2])] = worst[0]
-    finite = {name: value for name, value in r_hats.items() if np.isfinite(value)}
-    max_at = max(finite, key=finite.get) if finite else ""
-    max_r_hat = finite[max_at] if finite else float("nan")
+    sampled_return = float(posterior["return"].mean())
+    mcse, ess, max_r_hat, max_at = return_statistics(dt)
 
-    floor = min(MIN_REFERENCE_DRAWS, num_draws)
-    raw_ess, visits = _occupancy_ess(states, n_states)
-    sizes = _effective_sizes(raw_ess, visits, floor, num_draws)
-    varying_sizes = np.where(np.isfinite(raw_ess), sizes, np.nan)
-    n_tv = int(max(min(_tv_equivalent_ess(varying_sizes, sampled, num_draws), num_draws), floor))
-    n_ret = int(max(min(ess if np.isfinite(ess) else floor, num_draws), floor))
+    sizes, n_tv, n_ret = run_sizes(states, n_states, sampled, ess)
     z, tested = _occupancy_z(sampled, marginals, sizes)
     alpha = 2.0 * NormalDist().cdf(-REFERENCE_Z)
     z_threshold = NormalDist().inv_cdf(1.0 - alpha / (2.0 * max(int(tested.sum()), 1)))
@@ -203,6 +185,25 @@ def compare_to_exact(dt, exact=None, *, key=None, replicates=REFERENCE_REPLICATE
     )
 
 
+def return_statistics(dt):
+    """MCSE and bulk ESS of the run's mean return (arviz-stats), and the largest R-hat of the
+    return, the ``end`` indicators and the occupancy indicators with where it occurs."""
+    returns = tree_group(dt, "posterior")["return"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mcse = float(azs.mcse(returns, sample_dims=SAMPLE_DIMS, method="mean"))
+        ess = float(azs.ess(returns, sample_dims=SAMPLE_DIMS, method="bulk"))
+        rhat = end_indicators(dt).azstats.rhat(sample_dims=SAMPLE_DIMS)
+    r_hats = {name: float(value) for name, value in rhat.data_vars.items()}
+    worst = worst_occupancy(dt)
+    if worst is not None:
+        r_hats[where_label(dt, worst[1], worst[2])] = worst[0]
+    finite = {name: value for name, value in r_hats.items() if np.isfinite(value)}
+    max_at = max(finite, key=finite.get) if finite else ""
+    max_r_hat = finite[max_at] if finite else float("nan")
+    return mcse, ess, max_r_hat, max_at
+
+
 def _reference_posterior(dt, exact, n_states):
     horizon, beta = int(dt.attrs["horizon"]), float(dt.attrs["beta"])
     if exact is not None:
@@ -222,6 +223,20 @@ def _reference_posterior(dt, exact, n_states):
             "exact explicitly"
         )
     return exact
+
+
+def run_sizes(states, n_states, sampled, ess):
+    """The run's effective sizes (see :func:`compare_to_exact`): per occupancy indicator
+    (T + 1, S), the TV-equivalent one ``n_tv`` and the return's ``n_ret`` (from its bulk
+    ``ess``), each in [``min(20, draws)``, draws]."""
+    num_draws = states.shape[0] * states.shape[1]
+    floor = min(MIN_REFERENCE_DRAWS, num_draws)
+    raw_ess, visits = _occupancy_ess(states, n_states)
+    sizes = _effective_sizes(raw_ess, visits, floor, num_draws)
+    varying_sizes = np.where(np.isfinite(raw_ess), sizes, np.nan)
+    n_tv = int(max(min(_tv_equivalent_ess(varying_sizes, sampled, num_draws), num_draws), floor))
+    n_ret = int(max(min(ess if np.isfinite(ess) else floor, num_draws), floor))
+    return sizes, n_tv, n_ret
 
 
 def _occupancy_ess(states, n_states):
