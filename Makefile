@@ -7,7 +7,7 @@ BOOTSTRAP_PYTHON ?= $(shell for p in python3 python3.13 python3.12 $$HOME/.pyenv
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	command -v $$p; break; fi; done)
 
-.PHONY: demo test test-fast test-slow lint bench venv clean
+.PHONY: demo test test-fast test-slow lint bench bench-deps venv clean
 
 venv: $(VENV)/.installed
 
@@ -55,14 +55,22 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 # Every benchmark in benchmarks/, in quick mode (docs/benchmarks.md lists them). Pictures go to
-# bench-report/: report/ is the demo's, which refuses a folder it did not make.
+# bench-report/: report/ is the demo's, which refuses a folder it did not make. bench_adapter.py
+# compares with BlackJAX where it is installed (make bench-deps), and says so where it is not.
 bench: venv
 	$(PY) benchmarks/bench_exact.py --quick
 	$(PY) benchmarks/bench_kernels.py --quick
+	$(PY) benchmarks/bench_adapter.py --quick
 	$(PY) benchmarks/bench_hard.py --quick
 	mkdir -p bench-report && $(PY) benchmarks/bench_irl.py --quick --out bench-report/irl_sbc_ecdf.png
 	$(PY) benchmarks/bench_stochastic.py --quick
 	$(PY) benchmarks/bench_variational.py --quick
+	$(PY) benchmarks/bench_control.py --quick
+	$(PY) benchmarks/bench_factor.py --quick
+
+# What the benchmarks compare against but pgm_rl does not need: BlackJAX (1.7.1 needs jax >= 0.9).
+bench-deps: venv
+	$(PY) -m pip install --quiet 'blackjax>=1.7'
 
 clean:
 	rm -rf $(VENV) report bench-report .pytest_cache
