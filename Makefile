@@ -28,6 +28,8 @@ demo: venv
 	$(PY) examples/quickstart.py
 	$(VENV)/bin/pgm-rl exact --grid notebook --horizon 100 --beta 100
 	$(PY) examples/demo.py --out report
+	$(PY) examples/your_own_model.py --out report
+	$(PY) examples/pendulum_swing_up.py --out report/pendulum_swing_up.png
 	$(VENV)/bin/pgm-rl fit --grid notebook --horizon 100 --beta 1 --steps 200 --no-progress --out report/notebook_policy.nc --plots report/fit --overwrite
 	$(VENV)/bin/pgm-rl smc --grid notebook --horizon 100 --beta 1 --proposal report/notebook_policy.nc --runs 3
 	$(PY) examples/forward_vs_reverse.py --out report
