@@ -55,6 +55,7 @@ def main():
         episode,
         names=["angle", "velocity"],
         upright=0.3,
+        action_bound=2.0,  # Pendulum-v1's max torque
         save=args.out,
         title=f"Pendulum-v1 swing-up by MPPI MPC: cost {-np.sum(episode.rewards):.1f}",
     )

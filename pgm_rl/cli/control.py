@@ -183,7 +183,8 @@ def _mpc(args, control, problem, exact, key):
 
         names = ["angle", "velocity"] if args.problem == "pendulum" else ["position", "velocity"]
         upright = UPRIGHT if args.problem == "pendulum" else None
-        plot_episode(episode, names=names, upright=upright, save=path)
+        bound = 2.0 if args.problem == "pendulum" else None  # Pendulum-v1's max torque
+        plot_episode(episode, names=names, upright=upright, save=path, action_bound=bound)
 
     return found, draw
 

@@ -64,7 +64,7 @@ def plot_action_band(dt, posterior=None, action=0, ax=None, save=None, title=Non
     return finish(fig, save)
 
 
-def plot_episode(episode, names=None, upright=None, save=None, title=None):
+def plot_episode(episode, names=None, upright=None, save=None, title=None, action_bound=None):
     """An MPC episode: each state coordinate and the action over the steps.
 
     Parameters
@@ -79,6 +79,10 @@ def plot_episode(episode, names=None, upright=None, save=None, title=None):
         ``x[0]`` is then an angle, drawn wrapped into [-pi, pi).
     save : str, optional
     title : str, optional
+    action_bound : float, optional
+        Where the environment clips the action (Pendulum-v1: 2): the planned action is drawn
+        faint and what the environment applies, clipped to ``[-action_bound, action_bound]``,
+        solid.
 
     Returns
     -------
@@ -97,7 +101,16 @@ def plot_episode(episode, names=None, upright=None, save=None, title=None):
             ax.axhspan(-upright, upright, color="tab:green", alpha=0.15, lw=0)
         ax.plot(steps, states[:, i], color="tab:blue", lw=1.5)
         ax.set_ylabel(names[i])
-    axes[-1].step(np.arange(actions.shape[0]), actions, where="post", color="tab:red", lw=1.2)
+    time = np.arange(actions.shape[0])
+    if action_bound is None:
+        axes[-1].step(time, actions, where="post", color="tab:red", lw=1.2)
+    else:
+        axes[-1].step(time, actions, where="post", color="tab:red", lw=0.8, alpha=0.3,
+                      label="planned")  # fmt: skip
+        applied = np.clip(actions, -action_bound, action_bound)
+        axes[-1].step(time, applied, where="post", color="tab:red", lw=1.2,
+                      label=f"applied (clipped to ±{action_bound:g})")  # fmt: skip
+        axes[-1].legend(loc="upper right", fontsize=8)
     axes[-1].set_ylabel("action")
     axes[-1].set_xlabel("step")
     cost = -float(np.sum(episode.rewards))

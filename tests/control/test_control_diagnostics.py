@@ -117,3 +117,11 @@ def test_compare_to_reference_takes_a_gaussian_posterior(problem):
     routed, direct = compare_to_reference(dt, exact), compare_to_gaussian(dt, exact)
     np.testing.assert_array_equal(routed.mean_z, direct.mean_z)
     assert not routed.disagrees
+
+
+def test_plot_episode_shows_the_applied_action_where_the_environment_clips():
+    episode = mpc(double_integrator(), 5, jax.random.key(0), horizon=5, num_samples=50)
+    episode = episode._replace(actions=np.asarray(episode.actions) * 0 + np.array([[3.0]]))
+    fig = plot_episode(episode, action_bound=2.0)
+    planned, applied = fig.axes[-1].lines[:2]
+    assert np.max(planned.get_ydata()) == 3.0 and np.max(applied.get_ydata()) == 2.0
