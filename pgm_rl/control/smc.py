@@ -16,6 +16,15 @@ the particles that collected reward early multiply, so the weights degenerate mo
 the horizon; the price is path degeneracy (few distinct early actions), which
 ``effective_ancestors`` measures: below :data:`pgm_rl.smc.MIN_ANCESTORS` the SE is unreliable
 (``saturated``).
+
+``twist`` (see :mod:`pgm_rl.control.twist`) targets prior * exp(beta sum_{s<=t} r_s) *
+exp(V_{t+1}(x_{t+1})) at step t with a quadratic value V (or a log-mean-exp mixture of
+several) and proposes each step's latents (the
+action, and the noise when stochastic) from the Gaussian that is optimal for that target under
+a local linear-quadratic model; the incremental weight prior(v) exp(beta r_t + V_{t+1}(x') -
+V_t(x)) / q(v | x) is exact for the true dynamics and reward, and log Z_hat starts at
+V_0(x_0). On a linear-quadratic problem with its own value every weight is 1 (log Z exact,
+ESS = N).
 """
 
 from functools import partial
@@ -123,16 +132,19 @@ def run_smc(
         A Gaussian proposal ``u_t ~ N(mean_t, scale_t^2)`` (e.g. an MPPI plan); default the
         prior (mean 0, ``action_scale``). The weights carry ``prior / q``, so the estimates stay
         exact whatever the proposal.
-    twist : None, "lq" or TwistedValues, optional
+    twist : None, "lq", TwistedValues or list of TwistedValues, optional
         Twist the intermediate targets by a quadratic value V_t(x) and propose each step's
         latents (the action, and the noise when stochastic) from the Gaussian that is optimal
-        for the twisted target of the next step (see :mod:`pgm_rl.control.twist`): ``"lq"``
-        builds it by :func:`~pgm_rl.control.lq_twist` (linearise and quadratise around the
-        zero-action rollout, 3 iLQR-style iterations), a :class:`TwistedValues` is used as
-        given. The weights carry ``prior(v) exp(beta r + V_{t+1}(x')) / (q(v | x)
-        exp(V_t(x)))``, so log Z stays unbiased whatever the twist; with the exact value of a
-        linear-quadratic problem every weight is 1. Not with ``proposal_mean``/``proposal_scale``.
-
+        for the twisted target of the next step under a local linear-quadratic model (see
+        :mod:`pgm_rl.control.twist`). A list is a mixture twist log mean_m exp(V^m_t(x)), whose
+        proposal picks mode m with probability ∝ exp(V^m_t(x)): one linearisation follows one
+        mode of the posterior, and the mixture keeps the others (the pendulum's two swing-up
+        directions: with one mode Z_hat / Z averaged 0.50 +- 0.01 over 400 runs at T = 10,
+        with three 0.97 +- 0.016). ``"lq"`` is the mixture of :func:`~pgm_rl.control.lq_twist`
+        from the nominals 0, +action_scale and -action_scale (constant actions). The weights
+        carry ``prior(v) exp(beta r + psi_{t+1}(x')) / (q(v | x) exp(psi_t(x)))``, so log Z
+        stays unbiased whatever the twist; with the exact value of a linear-quadratic problem
+        every weight is 1. Not with ``proposal_mean``/``proposal_scale``.
     Returns
     -------
     ControlSMCResult
@@ -161,7 +173,8 @@ def run_smc(
 
 
 def _check_twist(twist, problem, horizon, beta, proposal_mean, proposal_scale):
-    """``twist`` as None or a :class:`TwistedValues` of the problem's shapes."""
+    """``twist`` as None or a :class:`TwistedValues` of the problem's shapes with a leading
+    mode axis (M, ...): the modes of a mixture twist, stacked."""
     if twist is None:
         return None
     if proposal_mean is not None or proposal_scale is not None:
@@ -170,23 +183,28 @@ def _check_twist(twist, problem, horizon, beta, proposal_mean, proposal_scale):
             "proposal_mean/proposal_scale, not both"
         )
     if isinstance(twist, str) and twist == "lq":
-        return lq_twist(problem, horizon, beta)
-    if not isinstance(twist, TwistedValues):
+        scale = problem.action_scale
+        twist = [lq_twist(problem, horizon, beta, nominal) for nominal in (0.0, scale, -scale)]
+    twists = list(twist) if isinstance(twist, (list, tuple)) and not isinstance(
+        twist, TwistedValues) else [twist]  # fmt: skip
+    if not twists or not all(isinstance(mode, TwistedValues) for mode in twists):
         raise TypeError(
-            f'twist must be None, "lq" or a pgm_rl.control.TwistedValues, got {twist!r}'
+            'twist must be None, "lq", a pgm_rl.control.TwistedValues or a non-empty list of '
+            f"them (a mixture), got {twist!r}"
         )
     dx = problem.state_dim
     dv = problem.action_dim + (dx if problem.is_stochastic else 0)
     shapes = {"P": (horizon + 1, dx, dx), "p": (horizon + 1, dx), "c": (horizon + 1,),
               "gains": (horizon, dv, dx), "offsets": (horizon, dv), "chol": (horizon, dv, dv)}  # fmt: skip
-    for name, shape in shapes.items():
-        got = jnp.shape(getattr(twist, name))
-        if got != shape:
-            raise ValueError(
-                f"twist.{name} must have shape {shape} for this problem and horizon (dv = "
-                f"{dv} latents a step), got {got}"
-            )
-    return twist
+    for mode in twists:
+        for name, shape in shapes.items():
+            got = jnp.shape(getattr(mode, name))
+            if got != shape:
+                raise ValueError(
+                    f"twist.{name} must have shape {shape} for this problem and horizon (dv = "
+                    f"{dv} latents a step), got {got}"
+                )
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *twists)
 
 
 @partial(jax.jit, static_argnums=(6,))
@@ -205,15 +223,32 @@ def _smc(problem, key, beta, ess_threshold, mean, scale, num_particles, twist=No
             u = mean[t] + scale[t] * eps
             ratio = norm.logpdf(u, 0.0, problem.action_scale) - norm.logpdf(eps) + jnp.log(scale[t])
             return u, draw_noise(problem, noise_key, (num_particles,)), ratio.sum(axis=1)
-        L = twist.chol[t]
-        z = random.normal(action_key, (num_particles, L.shape[0]), dtype)
-        v = x @ twist.gains[t].T + twist.offsets[t] + solve_triangular(L.T, z.T, lower=False).T
-        log_q = norm.logpdf(z).sum(axis=1) + jnp.sum(jnp.log(jnp.diag(L)))
+        # a mixture over the twist's modes m: pick m with probability pi_m(x) ∝ exp(V^m_t(x))
+        # (the mass of mode m's local model), then v ~ N(K^m_t x + k^m_t, (H^m_t)^-1)
+        mode_key, draw_key = random.split(action_key)
+        log_pi = jax.nn.log_softmax(modes(t, x), axis=0)  # (M, N)
+        pick = random.categorical(mode_key, log_pi, axis=0)  # (N,)
+        centres = jnp.einsum("mvx,nx->mnv", twist.gains[:, t], x) + twist.offsets[:, t, None]
+        L = twist.chol[:, t]  # (M, dv, dv)
+        z = random.normal(draw_key, (num_particles, L.shape[1]), dtype)
+        noise = jax.vmap(lambda L_n, z_n: solve_triangular(L_n.T, z_n, lower=False))(L[pick], z)
+        v = centres[pick, jnp.arange(num_particles)] + noise
+        whitened = jnp.einsum("mnv,mvw->mnw", v[None] - centres, L)  # L^T (v - centre)
+        log_det = jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2)), axis=1)
+        log_q = logsumexp(log_pi + norm.logpdf(whitened).sum(axis=2) + log_det[:, None], axis=0)
         u, w = v[:, :du], (v[:, du:] if problem.is_stochastic else None)
         log_p = norm.logpdf(u, 0.0, problem.action_scale).sum(axis=1)
         if w is not None:
             log_p = log_p + norm.logpdf(w, 0.0, problem.noise_scale).sum(axis=1)
         return u, w, log_p - log_q
+
+    def modes(t, x):
+        """V^m_t(x) of each mode, shape (M, N)."""
+        return jax.vmap(lambda mode: TwistedValues(*mode).value(t, x))(tuple(twist))
+
+    def psi(t, x):
+        """The mixture twist log mean_m exp(V^m_t(x)), shape (N,)."""
+        return logsumexp(modes(t, x), axis=0) - jnp.log(twist.P.shape[0])
 
     def forward(carry, inputs):
         x, log_w, log_z, eve, resampled = carry
@@ -223,7 +258,7 @@ def _smc(problem, key, beta, ess_threshold, mean, scale, num_particles, twist=No
         x_next, r = jax.vmap(problem.step)(x, u, w)
         log_w = log_w + ratio + beta * r
         if twist is not None:
-            log_w = log_w + twist.value(t + 1, x_next) - twist.value(t, x)
+            log_w = log_w + psi(t + 1, x_next) - psi(t, x)
         total = logsumexp(log_w)
         log_w = log_w - total
         ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
@@ -238,7 +273,7 @@ def _smc(problem, key, beta, ess_threshold, mean, scale, num_particles, twist=No
         return carry, step
 
     # the twisted targets' normalising constants start at exp(V_0(x_0)), not 1
-    log_z0 = jnp.zeros((), dtype) if twist is None else twist.value(0, problem.x0).astype(dtype)
+    log_z0 = jnp.zeros((), dtype) if twist is None else psi(0, problem.x0[None])[0].astype(dtype)
     start = (x0, uniform, log_z0, jnp.arange(num_particles), jnp.zeros((), jnp.int32))
     inputs = (random.split(key, horizon), jnp.arange(horizon))
     (_, log_w, log_z, eve, resampled), steps = lax.scan(forward, start, inputs)

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from pgm_rl.control._importance import check_common, check_plan, log_prior
@@ -118,7 +119,7 @@ def _iterate(problem, beta, actions, iterations):
     return jax.lax.fori_loop(0, iterations, improve, first)
 
 
-STEPS = 2.0 ** -jnp.arange(8.0)  # the line search's step sizes 1, 1/2, ..., 1/128
+STEPS = 0.5 ** np.arange(8)  # the line search's step sizes 1, 1/2, ..., 1/128
 
 
 def _line_search(problem, beta, twist):
@@ -142,7 +143,7 @@ def _line_search(problem, beta, twist):
         objective = beta * jnp.sum(r) + log_prior(problem, u)
         return u, jnp.where(jnp.isfinite(objective), objective, -jnp.inf)
 
-    candidates, objectives = jax.vmap(rollout)(STEPS.astype(shift.dtype))
+    candidates, objectives = jax.vmap(rollout)(jnp.asarray(STEPS, shift.dtype))
     current = beta * jnp.sum(problem.rollout(twist.nominal_actions)[1])
     current = current + log_prior(problem, twist.nominal_actions)
     best = jnp.argmax(objectives)

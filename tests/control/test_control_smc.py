@@ -173,7 +173,7 @@ def toy_log_z(horizon, beta, noisy, points):
 def test_a_linearised_twist_keeps_z_unbiased_and_lowers_its_variance(noisy, horizon):
     """Nonlinear dynamics: 300 runs of N = 32; Z_hat / Z (Z by quadrature) averages to 1 within
     4 SE with and without the twist, and the twist lowers the spread of log Z_hat (measured
-    sd: deterministic T = 3: 0.13 twisted vs 0.52 bootstrap; noisy T = 1: 0.03 vs 0.2)."""
+    sd: deterministic T = 3: 0.13 twisted vs 0.52 bootstrap; noisy T = 2: 0.045 vs 0.44)."""
     problem, beta = toy(noisy), 2.0
     exact = toy_log_z(horizon, beta, noisy, 161 if horizon == 3 else 51)
     spread = {}
@@ -183,31 +183,38 @@ def test_a_linearised_twist_keeps_z_unbiased_and_lowers_its_variance(noisy, hori
         ratio = np.exp(log_z - exact)
         assert abs(ratio.mean() - 1.0) < 4 * ratio.std() / np.sqrt(len(ratio))
         spread[twist is None] = log_z.std()
-    print(spread)
     assert spread[False] < 0.5 * spread[True]
 
 
-def test_the_pendulum_twist_beats_bootstrap_at_equal_particles():
-    """Pendulum-v1 from hanging, T = 30, beta = 1, N = 1000, 6 runs each: the iLQR twist's
-    log Z_hat spread is a fraction of bootstrap's (measured sd 0.5 vs 3), and more initial
-    particles survive."""
-    problem = pendulum()
-    twist = lq_twist(problem, 30, 1.0)
-    runs = {
-        name: [run_smc(problem, 30, 1.0, 1000, jax.random.key(seed), twist=t) for seed in range(6)]
-        for name, t in (("twisted", twist), ("bootstrap", None))
-    }
-    sd = {name: np.std([float(r.log_z) for r in rs]) for name, rs in runs.items()}
-    ancestors = {name: np.median([float(r.effective_ancestors) for r in rs])
-                 for name, rs in runs.items()}  # fmt: skip
-    assert sd["twisted"] < 0.5 * sd["bootstrap"]
-    assert ancestors["twisted"] > ancestors["bootstrap"]
+@pytest.mark.slow
+def test_the_mixture_twist_is_unbiased_on_the_pendulum_and_beats_bootstrap():
+    """Pendulum-v1 from hanging, T = 10, beta = 1: 300 twisted runs of N = 64 average Z_hat / Z
+    to 1 within 4 SE of a bootstrap reference (4 runs of 2 x 10^5), with a smaller spread of
+    log Z_hat than bootstrap's at equal N (measured sd 0.33 vs 0.56). One linearisation alone
+    (the zero-action nominal) follows one of the two swing-up directions: Z_hat / Z averaged
+    0.50 +- 0.01 (the other mode's mass only arrives through rare huge weights)."""
+    problem, horizon, beta = pendulum(), 10, 1.0
+    reference = np.array([float(run_smc(problem, horizon, beta, 200_000,
+                                        jax.random.key(1000 + seed)).log_z) for seed in range(4)])  # fmt: skip
+    ref = logsumexp(reference) - np.log(len(reference))
+    ref_se = np.exp(reference - ref).std(ddof=1) / np.sqrt(len(reference))
+    twist = [lq_twist(problem, horizon, beta, nominal) for nominal in (0.0, 2.0, -2.0)]
+    spread = {}
+    for name, t in (("twisted", twist), ("bootstrap", None)):
+        log_z = np.array([float(run_smc(problem, horizon, beta, 64, jax.random.key(seed),
+                                        twist=t).log_z) for seed in range(300)])  # fmt: skip
+        ratio = np.exp(log_z - ref)
+        se = np.hypot(ratio.std() / np.sqrt(len(ratio)), ref_se)
+        assert abs(ratio.mean() - 1.0) < 4 * se, name
+        spread[name] = log_z.std()
+    assert spread["twisted"] < 0.8 * spread["bootstrap"]
 
 
 @pytest.mark.parametrize(
     ("change", "error", "words"),
     [
         ({"twist": "ilqr"}, TypeError, ["twist"]),
+        ({"twist": []}, TypeError, ["twist"]),
         ({"twist": "lq", "proposal_scale": 1.0}, ValueError, ["twist", "proposal"]),
         ({"twist": "bad-shape"}, ValueError, ["twist.P"]),
     ],
