@@ -27,6 +27,10 @@ reads the problem from the model (refusing models it cannot sample,
 :func:`pgm_rl.model.trajectory_target`), holds the PRNG key, handles batched (vectorized)
 chains and initial values, resets the running acceptance rate after warm-up, pickles, and
 hands back the model's latent sites plus its deterministic sites through ``postprocess_fn``.
+NumPyro applies ``postprocess_fn`` to every step's ``z`` in its compiled loop, thinned or not,
+so it traces no model: :class:`TrajectoryKernel` gives ``"states"`` and ``"rewards"`` as the
+rollout of the latent sites (the model is traced there only where it adds deterministic sites
+of its own), TrajectoryMH carries the deterministic sites of the trace that proposed its state.
 """
 
 import copy

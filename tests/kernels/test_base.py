@@ -15,7 +15,7 @@ from numpyro.infer import MCMC
 
 import pgm_rl
 from pgm_rl.kernels import KERNELS, TrajectoryMH, mh_accept
-from pgm_rl.kernels.base import RegenerationState, init_state
+from pgm_rl.kernels.base import RegenerationState, deterministic_sites_fn, init_state
 
 OURS = [name for name, record in KERNELS.items() if not record.builtin]
 # The adapter is shared: the default run checks it through the generic kernel and one
@@ -112,6 +112,34 @@ def test_finished_mcmc_pickles_and_runs_again(name):
         np.testing.assert_array_equal(again.get_samples()[site], mcmc.get_samples()[site])
     again.run(jax.random.key(0), ENV, HORIZON, BETA, extra_fields=record.extra_fields)
     np.testing.assert_array_equal(again.get_samples()["actions"], mcmc.get_samples()["actions"])
+
+
+@pytest.mark.parametrize("name", [name for name in OURS if name != "stepwise-mh"])
+def test_postprocessing_traces_no_model(name):
+    """Issue 21: NumPyro applies ``postprocess_fn`` to every step's ``z`` in its loop; it gives
+    the model's deterministic sites (the same values) without tracing the model again, which
+    it did at every step before (the model was called once more per postprocessing)."""
+    calls = []
+
+    def counted(env, horizon, beta):
+        calls.append(None)
+        traj = pgm_rl.trajectory_model(env, horizon, beta)
+        if name == "trajectory-mh":  # its own deterministic sites ride along in its state
+            numpyro.deterministic("first", traj.states[1])
+
+    args = (ENV, HORIZON, BETA)
+    kernel = KERNELS[name].make(counted)
+    keys = jax.random.split(jax.random.key(0), 2)
+    z = kernel.init(keys, 0, None, args, {}).z  # two vectorized chains
+    postprocess = kernel.postprocess_fn(args, {})
+    before = len(calls)
+    sites = postprocess(z)
+    assert len(calls) == before
+    latent = {"actions": z["actions"]}
+    expected = jax.vmap(deterministic_sites_fn(counted, args, {}))(latent)
+    assert sorted(sites) == sorted(expected)
+    for site, value in expected.items():
+        np.testing.assert_array_equal(sites[site], value)
 
 
 def test_mean_accept_prob_restarts_after_warmup():
