@@ -139,6 +139,9 @@ def summary(dt, r_hat_threshold=R_HAT_THRESHOLD):
     r_hat_threshold : float, default 1.01
         R-hat above it is flagged (``table.attrs["flagged"]``).
 
+    A continuous run (:func:`control_datatree`) gets one row for ``"return"`` and one per action
+    coordinate ``actions[t, d]`` instead.
+
     Returns
     -------
     SummaryTable
@@ -152,6 +155,8 @@ def summary(dt, r_hat_threshold=R_HAT_THRESHOLD):
         ``worst_r_hat > r_hat_threshold``).
     """
     r_hat_threshold = _check_threshold(r_hat_threshold)
+    if dt.attrs.get("kind") == "control":
+        return _control_summary(dt, r_hat_threshold)
     data = end_indicators(dt)
     worst = worst_occupancy(dt)
     if worst is None:
@@ -168,6 +173,22 @@ def summary(dt, r_hat_threshold=R_HAT_THRESHOLD):
     table = SummaryTable(table[SUMMARY_COLUMNS])
     if worst is None:
         table.loc[name] = np.nan
+    return _flag(table, r_hat_threshold, end_states=_end_states(dt))
+
+
+def _control_summary(dt, r_hat_threshold):
+    """:func:`summary` of a continuous run (:func:`control_datatree`): the return and every
+    action coordinate ``actions[t, d]``."""
+    posterior = tree_group(dt, "posterior")
+    data = xr.Dataset({"return": posterior["return"], "actions": posterior["actions"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = azs.summary(data, kind="all", round_to="none", sample_dims=SAMPLE_DIMS)
+    return _flag(SummaryTable(table[SUMMARY_COLUMNS]), r_hat_threshold)
+
+
+def _flag(table, r_hat_threshold, **attrs):
+    """``table`` with its worst R-hat, where it is, and whether it is flagged, in its attrs."""
     r_hat = table["r_hat"].astype(float)
     if r_hat.notna().any():
         worst_at = str(r_hat.idxmax())
@@ -175,7 +196,7 @@ def summary(dt, r_hat_threshold=R_HAT_THRESHOLD):
     else:
         worst_at, worst_value = "", float("nan")
     table.attrs.update(
-        end_states=_end_states(dt),
+        **attrs,
         worst_r_hat=worst_value,
         worst_r_hat_at=worst_at,
         r_hat_threshold=r_hat_threshold,

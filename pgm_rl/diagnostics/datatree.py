@@ -12,7 +12,9 @@ from arviz_base import from_dict, from_numpyro
 from numpyro.infer import MCMC
 
 from pgm_rl._checks import check_beta, check_horizon, check_key, check_tree_fits
+from pgm_rl.control import ControlProblem
 from pgm_rl.diagnostics._numpyro import restore_numpyro_initialization
+from pgm_rl.diagnostics.continuous import control_datatree
 from pgm_rl.diagnostics.reference import DEFAULT_REFERENCE_SAMPLES, Reference, reference
 from pgm_rl.diagnostics.schema import (
     OUTCOME_NAMES,
@@ -71,12 +73,13 @@ def to_datatree(
         are resampled: n draws with replacement (multinomial, probabilities
         ``softmax(log_weights)``) make one equally weighted chain. Repeated draws of one
         particle are not independent: ESS and R-hat of such a chain overstate its information.
-    env : TabularMDP
+    env : TabularMDP or pgm_rl.control.ControlProblem
         The environment the draws come from (the one the MCMC model was run on), with a
         single start state (a one-hot ``start_probs``): the layout stores the start as the
         ``start_state`` attribute. On stochastic dynamics (more than one outcome per step) a
         dict of draws must hold the ``"states"`` and ``"rewards"``: the actions alone do not
-        fix them.
+        fix them. A continuous problem's run (``control_model``, MPPI, SMC or draws) goes to
+        :func:`control_datatree` (``beta`` and ``key`` passed on).
     exact : ExactPosterior, optional
         Stored in the ``exact`` group; must be for the same problem (of
         :func:`pgm_rl.trajectory_model` itself: a model with extra terms has a ``reference``).
@@ -106,6 +109,13 @@ def to_datatree(
     -------
     xarray.DataTree
     """
+    if isinstance(env, ControlProblem):  # continuous actions: pgm_rl.control
+        if exact is not None:
+            raise TypeError(
+                "exact is for tabular worlds; compare a continuous run with "
+                "compare_to_reference(dt, solve_lq(...))"
+            )
+        return control_datatree(source, env, beta=beta, key=key)
     mdp = check_env(env)
     check_tree_fits(source)  # its copy of the draws fits in memory, before making it
     start = _single_start(mdp)

@@ -7,6 +7,7 @@
 import numpy as np
 import xarray as xr
 
+from pgm_rl.diagnostics.continuous import GaussianComparison
 from pgm_rl.diagnostics.convergence import (
     R_HAT_THRESHOLD,
     end_indicators,
@@ -58,6 +59,8 @@ def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD, *, reference=
     """
     if not isinstance(reference, bool):
         raise TypeError(f"reference must be True or False, got {reference!r}")
+    if dt.attrs.get("kind") == "control":
+        return _control_problems(dt, comparison, r_hat_threshold)
     if comparison is None and reference and has_reference(dt):
         comparison = compare_to_reference(dt)
     table = summary(dt, r_hat_threshold)
@@ -105,6 +108,33 @@ def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD, *, reference=
                 )
         if "max_occupancy_z" in comparison:
             lines.extend(_occupancy_line(dt, comparison, against))
+    return lines
+
+
+def _control_problems(dt, comparison, r_hat_threshold):
+    """:func:`problems` of a continuous run: the worst R-hat (return and action coordinates)
+    and, given a :class:`GaussianComparison`, its disagreements."""
+    table = summary(dt, r_hat_threshold)
+    lines = []
+    if table.attrs["flagged"]:
+        where = table.attrs["worst_r_hat_at"]
+        values = tree_group(dt, "posterior")["return"]
+        if where != "return":  # "actions[t, d]"
+            t, d = (int(i) for i in where[len("actions[") : -1].split(","))
+            values = tree_group(dt, "posterior")["actions"].isel(time=t, action_dim=d)
+        per_chain = ", ".join(f"{m:.3g}" for m in values.mean("draw").values)
+        lines.append(
+            f"R-hat {table.attrs['worst_r_hat']:.3f} > {table.attrs['r_hat_threshold']:g} at "
+            f"{where}: the chains disagree (per-chain means {per_chain}); run longer"
+        )
+    if comparison is not None:
+        if not isinstance(comparison, GaussianComparison):
+            raise TypeError(
+                "comparison of a continuous run must be the GaussianComparison of "
+                "compare_to_reference(dt, solve_lq(...))"
+            )
+        if comparison.disagrees:
+            lines.extend(comparison.lines()[1:])  # "... disagrees with the exact posterior ..."
     return lines
 
 

@@ -125,3 +125,26 @@ def test_plot_episode_shows_the_applied_action_where_the_environment_clips():
     fig = plot_episode(episode, action_bound=2.0)
     planned, applied = fig.axes[-1].lines[:2]
     assert np.max(planned.get_ydata()) == 3.0 and np.max(applied.get_ydata()) == 2.0
+
+
+def test_to_datatree_summary_and_problems_take_a_continuous_run(problem):
+    """The library's one entry point: to_datatree(mcmc, problem) is control_datatree; summary
+    has the return and every action coordinate; problems names a wrong run's disagreements."""
+    from pgm_rl.diagnostics import problems, summary, to_datatree
+
+    mcmc = MCMC(NUTS(control_model), num_warmup=200, num_samples=300, num_chains=2,
+                chain_method="vectorized", progress_bar=False)  # fmt: skip
+    mcmc.run(jax.random.key(0), problem, 4, 1.0)
+    dt = to_datatree(mcmc, problem)
+    assert dt.attrs["kind"] == "control"
+    table = summary(dt)
+    assert list(table.index) == ["return"] + [f"actions[{t}, 0]" for t in range(4)]
+    assert np.all(table["r_hat"] < 1.05)
+    exact = solve_lq(problem, 4, 1.0)
+    draws = exact.sample(jax.random.key(1), 4000)
+    shifted = {"actions": np.asarray(draws["actions"]) + 0.3}
+    wrong = control_datatree(shifted, problem, beta=1.0)
+    found = problems(wrong, compare_to_gaussian(wrong, exact))
+    assert any("mean of" in line and "disagrees" in line for line in found), found
+    assert problems(control_datatree(draws, problem, beta=1.0), compare_to_gaussian(
+        control_datatree(draws, problem, beta=1.0), exact)) == []  # fmt: skip
