@@ -155,7 +155,7 @@ def summary(dt, r_hat_threshold=R_HAT_THRESHOLD):
         ``worst_r_hat > r_hat_threshold``).
     """
     r_hat_threshold = _check_threshold(r_hat_threshold)
-    if dt.attrs.get("kind") == "control":
+    if getattr(dt, "attrs", {}).get("kind") == "control":  # a continuous run
         return _control_summary(dt, r_hat_threshold)
     data = end_indicators(dt)
     worst = worst_occupancy(dt)

@@ -59,7 +59,7 @@ def problems(dt, comparison=None, r_hat_threshold=R_HAT_THRESHOLD, *, reference=
     """
     if not isinstance(reference, bool):
         raise TypeError(f"reference must be True or False, got {reference!r}")
-    if dt.attrs.get("kind") == "control":
+    if getattr(dt, "attrs", {}).get("kind") == "control":  # a continuous run
         return _control_problems(dt, comparison, r_hat_threshold)
     if comparison is None and reference and has_reference(dt):
         comparison = compare_to_reference(dt)
