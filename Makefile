@@ -69,6 +69,10 @@ bench: venv
 	$(PY) benchmarks/bench_variational.py --quick
 	$(PY) benchmarks/bench_control.py --quick
 	$(PY) benchmarks/bench_factor.py --quick
+	$(PY) benchmarks/bench_sharded.py --quick
+	$(PY) benchmarks/bench_chains.py --quick
+	$(PY) benchmarks/bench_large.py --quick
+	$(PY) benchmarks/bench_gpu.py --quick
 
 # What the benchmarks compare against but pgm_rl does not need: BlackJAX (1.7.1 needs jax >= 0.9).
 bench-deps: venv

@@ -16,11 +16,19 @@ density ``beta * R(actions)``; positions only, thinned alike) at several horizon
 ``DiscreteHMCGibbs`` on the same model (chains under ``jax.vmap``, its record's
 ``chain_method``), and the speed check against the seed notebook: TrajectoryMH's chain-steps/s
 at T = 100 over the torch loop's 84 steps/s (measured by the issue that introduced it; torch is
-not a dependency, so the NumPy re-implementation's rate is printed too).
+not a dependency, so the NumPy re-implementation's rate is printed too). Last, particle-steps/s
+of ``pgm_rl.run_smc`` against BlackJAX's SMC with the same particles and resampling: both are
+sequential in time (the intermediate targets are the prefixes of the trajectory, bootstrap
+proposals from the uniform action prior, weights ``exp(beta r_t)``, multinomial resampling at
+every step, the final particles' paths traced back), which is ``run_smc``'s algorithm; BlackJAX's
+tempered SMC is another (a ladder of betas over whole trajectories, moved by MCMC), so it is
+built from BlackJAX's generic ``smc.base.step``. Their log Z (mean and sd over the runs) must
+agree; the exact one is printed too (bootstrap proposals at beta 100 miss the notebook grid's
+goal, so both lie far below it).
 
 Each variant is compiled by a first call; the timed calls are interleaved (variant A, B, C,
-then again) and the best of ``--repeats`` is kept. A missing BlackJAX skips its rows with a
-message (``make bench-deps`` installs it).
+then again) and the best of ``--repeats`` is kept. A missing BlackJAX skips its rows (irmh and
+SMC) with a message (``make bench-deps`` installs it).
 
     python benchmarks/bench_adapter.py            # T = 100, beta = 100, 4 chains, thinning 10
     python benchmarks/bench_adapter.py --quick    # fewer steps
@@ -29,14 +37,17 @@ message (``make bench-deps`` installs it).
 import argparse
 import importlib.util
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from bench_kernels import time_notebook_loop
 from jax import lax, random
 from numpyro.infer import MCMC
 
 import pgm_rl
+from pgm_rl import dynamics
 from pgm_rl.kernels import trajectory_mh
 from pgm_rl.kernels.registry import KERNELS
 
@@ -237,7 +248,126 @@ def adapter_table(env, args):
     return rates
 
 
+def smc_runner(env, horizon, beta, num_particles):
+    """``keys -> log Z per key``: one ``pgm_rl.run_smc`` per key (bootstrap proposals, resampling
+    multinomially after every step but the last where the weights are not all equal:
+    ``ess_threshold=1``; BlackJAX resamples before every move, the first on equal weights), the
+    public call with its checks and its host-side report, as a user runs it."""
+
+    def run(keys):
+        with warnings.catch_warnings():  # a saturated genealogy at beta 100 is expected here
+            warnings.simplefilter("ignore")
+            return jnp.stack(
+                [
+                    pgm_rl.run_smc(key, env, horizon, beta, num_particles, ess_threshold=1.0).log_z
+                    for key in keys
+                ]
+            )
+
+    return run
+
+
+def blackjax_smc_runner(env, horizon, beta, num_particles):
+    """``keys -> log Z per key``: the same sequential-in-time SMC from BlackJAX's generic step
+    (``blackjax.smc.base.step``, multinomial resampling before every move): a particle is its
+    current state, moved by one step of the uniform action prior and the dynamics
+    (``update_fn``), weighted by ``beta * r`` of that step (``weight_fn``); the paths of the
+    final particles traced back through the recorded ancestors, as ``run_smc`` returns them."""
+    from blackjax.smc import base as smc_base
+    from blackjax.smc import resampling
+
+    dtype = jnp.asarray(env.outcome_rewards).dtype
+    no_outcome = jnp.zeros(1, jnp.int32)
+
+    def move(key, particle, _):
+        action_key, outcome_key = random.split(key)
+        action = random.randint(action_key, (1,), 0, env.n_actions, jnp.int32)
+        noise = 1.0 - random.uniform(outcome_key, (1,), dtype)  # in (0, 1]
+        path, rewards, _, _ = dynamics.follow(
+            env, particle["state"], action, no_outcome, noise, jnp.ones(1, bool)
+        )
+        return {"state": path[1], "action": action[0], "reward": rewards[0]}, None
+
+    def update_fn(keys, particles, params):
+        return jax.vmap(move, in_axes=(0, 0, None))(keys, particles, params)
+
+    def weight_fn(particles):
+        return beta * particles["reward"]
+
+    @jax.jit
+    def one(key):
+        start_key, key = random.split(key)
+        starts = dynamics.draw_start(start_key, env, (num_particles,))
+        zeros = jnp.zeros(num_particles, dtype)
+        particles = {"state": starts, "action": starts * 0, "reward": zeros}
+
+        def body(state, step_key):
+            state, info = smc_base.step(
+                step_key, state, update_fn, weight_fn, resampling.multinomial
+            )
+            return state, (info.ancestors, state.particles, info.log_likelihood_increment)
+
+        state, (ancestors, steps, increments) = lax.scan(
+            body, smc_base.init(particles, None), random.split(key, horizon)
+        )
+
+        def trace_back(index, step_arrays):
+            step_ancestors, step_particles = step_arrays
+            return step_ancestors[index], jax.tree.map(lambda x: x[index], step_particles)
+
+        first, path = lax.scan(
+            trace_back, jnp.arange(num_particles), (ancestors, steps), reverse=True
+        )
+        states = jnp.concatenate([starts[first][None], path["state"]]).T
+        return (states, path["reward"].T, path["action"].T, state.weights), jnp.sum(increments)
+
+    return lambda keys: jnp.stack([one(key)[1] for key in keys])
+
+
+def smc_table(env, args):
+    """``run_smc`` against BlackJAX's SMC: particle-steps/s and log Z (mean and sd over keys)."""
+    if importlib.util.find_spec("blackjax") is None:
+        print(
+            "\nBlackJAX is not installed: the SMC row is skipped "
+            "(`make bench-deps` or `pip install blackjax` adds it)"
+        )
+        return
+    import blackjax
+
+    num_particles, runs = args.smc_particles, 4 if args.quick else 16
+    print(
+        f"\nrun_smc against BlackJAX {blackjax.__version__} SMC (sequential in time, bootstrap "
+        f"proposals, multinomial resampling at every step), notebook grid, T = {args.horizon}, "
+        f"beta = {args.beta}, {num_particles} particles, {runs} runs per call; "
+        f"particle-steps/s, best of {args.repeats} interleaved"
+    )
+    header = f"{'':10s} {'run_smc':>11s} {'BlackJAX':>11s} {'ours/theirs':>12s}"
+    print(header)
+    print("-" * len(header))
+    runners = {
+        "ours": smc_runner(env, args.horizon, args.beta, num_particles),
+        "theirs": blackjax_smc_runner(env, args.horizon, args.beta, num_particles),
+    }
+    keys = random.split(random.key(0), runs)
+    best = best_times(runners, keys, args.repeats)
+    total = runs * num_particles * args.horizon
+    ours, theirs = total / best["ours"], total / best["theirs"]
+    print(f"{'rate':10s} {ours:11.4g} {theirs:11.4g} {ours / theirs:12.3f}")
+    log_z = {label: np.asarray(run(keys)) for label, run in runners.items()}
+    exact = pgm_rl.solve(env, args.horizon, args.beta).log_z
+    ours_z, theirs_z = log_z["ours"], log_z["theirs"]
+    se = np.sqrt((ours_z.var(ddof=1) + theirs_z.var(ddof=1)) / runs)
+    print(
+        f"log Z over {runs} runs: run_smc {ours_z.mean():.6g} (sd {ours_z.std(ddof=1):.3g}), "
+        f"BlackJAX {theirs_z.mean():.6g} (sd {theirs_z.std(ddof=1):.3g}), exact {exact:.6g}; "
+        f"difference {ours_z.mean() - theirs_z.mean():.3g} = "
+        f"{(ours_z.mean() - theirs_z.mean()) / se:.2f} standard errors"
+    )
+
+
 def blackjax_table(env, args):
+    if not args.blackjax_horizons:
+        return {}
     if importlib.util.find_spec("blackjax") is None:
         print(
             "\nBlackJAX is not installed: the irmh rows are skipped "
@@ -286,11 +416,15 @@ def main(argv=None):
         "--builtins", nargs="*", default=["discrete-hmc-gibbs"], choices=["discrete-hmc-gibbs"]
     )
     parser.add_argument("--blackjax-horizons", type=int, nargs="*", default=[20, 100, 1000])
+    parser.add_argument("--smc-particles", type=int, default=1024)
+    parser.add_argument("--no-smc", action="store_true", help="skip the run_smc row")
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
     env = pgm_rl.GridWorld.notebook()
     rates = adapter_table(env, args)
     blackjax_rates = blackjax_table(env, args)
+    if not args.no_smc:
+        smc_table(env, args)
     if "trajectory-mh" in rates and args.horizon == 100:
         numpy_rate = time_notebook_loop(100, 30 if args.quick else 100, 0)
         # both tables time TrajectoryMH through MCMC at T = 100 (when the horizon is 100)

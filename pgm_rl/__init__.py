@@ -10,6 +10,8 @@ import importlib
 # Public name -> the module that defines it (a submodule of its own when the two are equal).
 _EXPORTS = {
     "ACTION_NAMES": "pgm_rl.worlds",
+    "CheckpointedPosterior": "pgm_rl.exact",
+    "CheckpointedSoftBellman": "pgm_rl.exact",
     "ExactPosterior": "pgm_rl.exact",
     "GridWorld": "pgm_rl.worlds",
     "PolicyEvaluation": "pgm_rl.exact",
@@ -39,6 +41,8 @@ _EXPORTS = {
 
 __all__ = [
     "ACTION_NAMES",
+    "CheckpointedPosterior",
+    "CheckpointedSoftBellman",
     "ExactPosterior",
     "GridWorld",
     "PolicyEvaluation",

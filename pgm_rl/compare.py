@@ -66,6 +66,7 @@ def run_kernel(
     model=None,
     log=None,
     kernel_params=None,
+    chain_method=None,
 ):
     """Run the registered kernel ``name`` through NumPyro's ``MCMC``.
 
@@ -101,6 +102,10 @@ def run_kernel(
         The kernel's parameters (names of its registry record's ``params``, e.g.
         ``{"num_particles": 64}``; :func:`pgm_rl.kernels.registry.parse_kernel_args` reads them
         from ``NAME=VALUE`` text); the record's defaults where not given.
+    chain_method : str or callable, optional
+        NumPyro's ``chain_method`` instead of the record's, e.g.
+        ``pgm_rl.kernels.shard_chains(pgm_rl.kernels.chains_mesh())`` to split the chains over
+        the devices.
 
     Returns
     -------
@@ -136,7 +141,9 @@ def run_kernel(
     # the run on the device and its draws grouped by chain
     check_draws_fit(chains, samples, 2 * trajectory_draw_bytes(horizon), "the run")
 
-    no_bar = progress_bar and callable(record.chain_method) and chains > 1
+    if chain_method is None:
+        chain_method = record.chain_method
+    no_bar = progress_bar and callable(chain_method) and chains > 1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_PROGRESS_WARNING)
         mcmc = MCMC(
@@ -144,7 +151,7 @@ def run_kernel(
             num_warmup=warmup,
             num_samples=samples,
             num_chains=chains,
-            chain_method=record.chain_method,
+            chain_method=chain_method,
             progress_bar=progress_bar and not no_bar,
         )
     if no_bar and log is not None:

@@ -11,6 +11,8 @@ The package parses and prints only; the work is done by :mod:`pgm_rl.compare`,
 - :mod:`~pgm_rl.cli.outputs`: ``--out`` and ``--plots``, checked first and written last;
 - :mod:`~pgm_rl.cli.problem`: the world from ``--grid`` / ``--env`` and how it is named;
 - :mod:`~pgm_rl.cli.runs` and :mod:`~pgm_rl.cli.proposal`: what several commands share;
+- :mod:`~pgm_rl.cli.devices`: ``--devices`` and ``--coordinator`` (``exact`` and ``sample``
+  over several devices and processes, ``jax.distributed``);
 - one module per command, each with ``run(args) -> exit code``: :mod:`~pgm_rl.cli.exact`,
   :mod:`~pgm_rl.cli.sample`, :mod:`~pgm_rl.cli.compare`, :mod:`~pgm_rl.cli.report`,
   :mod:`~pgm_rl.cli.smc`, :mod:`~pgm_rl.cli.irl`, :mod:`~pgm_rl.cli.fit`,

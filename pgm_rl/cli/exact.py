@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from pgm_rl import exact
+from pgm_rl.cli import devices
 from pgm_rl.cli.common import ENV_OCCUPANCY_FILE
 from pgm_rl.cli.outputs import Outputs
 from pgm_rl.cli.problem import (
@@ -26,6 +27,14 @@ from pgm_rl.worlds import ACTION_NAMES
 
 def run(args):
     """Run ``pgm-rl exact`` with the parsed ``args``; the exit code."""
+    if args.env is not None and (
+        args.checkpoint or (args.devices or 1) > 1 or args.coordinator is not None
+    ):
+        raise ValueError(
+            "--checkpoint, --devices N > 1 and --coordinator are for large grids (--grid); a "
+            "Gymnasium environment (--env) is solved whole on one device"
+        )
+    place = devices.setup(args)
     env = build_env(args)
     if args.plots is not None and not is_gymnasium(env):
         raise ValueError(
@@ -37,8 +46,19 @@ def run(args):
         with Outputs(args, pictures) as outputs:
             return _exact_env(args, env, outputs)
     setup_jax()
-    posterior = exact.solve(env, args.horizon, args.beta)
-    final = np.asarray(posterior.state_marginals)[-1]
+    with place.printing():
+        return _exact_grid(args, env, place)
+
+
+def _exact_grid(args, env, place):
+    """``exact --grid``: log Z, expected return, where the agent ends, the MAP path; the states
+    split over ``place.devices`` where there are several, ``--checkpoint``: bounded memory."""
+    mesh = None if place.devices is None else exact.states_mesh(place.devices)
+    posterior = exact.solve(env, args.horizon, args.beta, checkpoint=args.checkpoint, mesh=mesh)
+    if args.checkpoint:
+        final = devices.host(posterior.marginals_at([args.horizon]))[0]
+    else:
+        final = devices.host(posterior.state_marginals[-1])
     print(f"exact posterior: {problem_line(env, args)}")
     print(f"log Z            = {posterior.log_z:.10g}")
     print(f"expected return  = {posterior.expected_return:.6g}")
@@ -47,6 +67,11 @@ def run(args):
         if final[state] == 0:
             break
         print(f"  {env.cell_of(int(state))}  p = {final[state]:.4g}")
+    if args.checkpoint:
+        print(
+            "most probable path: not computed with --checkpoint (its pass keeps (T, S, A) values)"
+        )
+        return 0
     actions, states = exact.most_probable_path(env, args.horizon, args.beta)
     path_return = float(np.asarray(env.reward)[states[:-1], actions].sum())
     # The cell path's probability sums over every action sequence giving it (e.g. "up" against

@@ -7,7 +7,7 @@ answers at once.
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from pgm_rl.cli import options
+from pgm_rl.cli import devices, options
 from pgm_rl.cli.common import (
     CONTROL_BAND_FILE,
     CONTROL_EPISODE_FILE,
@@ -166,6 +166,7 @@ def build_parser():
         "soft-Bellman occupancy) into DIR",
     )
     exact.add_argument("--overwrite", action="store_true", help="replace an existing picture")
+    devices.add_arguments(exact, checkpoint=True)
 
     sample = commands.add_parser(
         "sample",
@@ -219,6 +220,7 @@ def build_parser():
         help="no progress bar (NumPyro's, on stderr)",
     )
     _reference_argument(sample)
+    devices.add_arguments(sample)
 
     compare = commands.add_parser(
         "compare",

@@ -3,7 +3,7 @@
 
 from pgm_rl import compare, diagnostics, exact
 from pgm_rl._checks import check_draws_fit, trajectory_draw_bytes
-from pgm_rl.cli import options
+from pgm_rl.cli import devices, options
 from pgm_rl.cli.common import EXIT_PROBLEMS
 from pgm_rl.cli.machine import (
     draw_satisfaction,
@@ -22,6 +22,7 @@ from pgm_rl.cli.runs import (
     print_problems,
     print_summary,
 )
+from pgm_rl.kernels import chains_mesh, shard_chains
 from pgm_rl.kernels.registry import parse_kernel_args
 from pgm_rl.worlds import RewardMachineMDP
 
@@ -34,12 +35,16 @@ def run(args):
             "--proposal is for the kernels that take a proposal "
             f"({', '.join(options.PROPOSAL_KERNELS)}); --kernel {args.kernel} takes none"
         )
+    place = devices.setup(args)
+    if not place.leader:  # process 0 alone prints and writes
+        args.out = args.plots = None
+        args.progress = False
     env = with_machine(args, build_env(args))
-    with Outputs(args, pictures=machine_pictures(args, env)) as outputs:
-        return _sample(args, env, kernel_params, outputs)
+    with place.printing(), Outputs(args, pictures=machine_pictures(args, env)) as outputs:
+        return _sample(args, env, kernel_params, outputs, place)
 
 
-def _sample(args, env, kernel_params, outputs):
+def _sample(args, env, kernel_params, outputs, place):
     setup_jax()
     kept, diagnosed = (trajectory_draw_bytes(args.horizon, n) for n in (None, env.n_states))
     per_draw = 2 * kept + diagnosed  # the run (two copies), its tree and its diagnostics
@@ -62,7 +67,10 @@ def _sample(args, env, kernel_params, outputs):
         kernel_params=kernel_params,
         progress_bar=args.progress,
         log=lambda line: print(line, flush=True),
+        chain_method=None if place.devices is None else shard_chains(chains_mesh(place.devices)),
     )
+    if place.num_processes > 1:
+        devices.gather_run(mcmc)
     dt = diagnostics.to_datatree(mcmc, env, posterior, reference=args.reference)
     dt.attrs.update(kernel=args.kernel, wall_seconds=seconds)
     if args.kernel_arg:

@@ -1,5 +1,7 @@
 """Argument checks shared by the exact solvers (and by StepwiseMH's exact target)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,12 +17,26 @@ from pgm_rl.messages import working_dtype
 from pgm_rl.worlds import check_env
 from pgm_rl.worlds.outcomes import PROBABILITY_TOLERANCE
 
-__all__ = ["check_fits", "check_policy", "check_problem", "check_states", "state_mask"]
+__all__ = [
+    "check_checkpoint",
+    "check_checkpoint_fits",
+    "check_fits",
+    "check_policy",
+    "check_problem",
+    "check_states",
+    "state_mask",
+]
 
 
-def check_problem(env, horizon, beta):
-    """Validated ``(mdp, horizon, float beta)`` whose (T, S, A) arrays fit in memory and whose
-    scaled rewards and totals fit in the working dtype.
+def check_problem(env, horizon, beta, *, checkpoint=None, mesh=None):
+    """Validated ``(mdp, horizon, float beta)`` whose arrays fit in memory and whose scaled
+    rewards and totals fit in the working dtype.
+
+    ``checkpoint``: None for callers without a checkpointed mode (the (T, S, A) arrays are
+    counted), False for the full mode of :func:`~pgm_rl.exact.solve` /
+    :func:`~pgm_rl.exact.soft_bellman` (the same count; the error suggests ``checkpoint=True``),
+    True for the checkpointed mode (:func:`check_checkpoint_fits`). ``mesh``: the estimate is
+    per process, divided by the number of processes whose devices the mesh spans.
 
     Raises ``TypeError``/``ValueError`` naming the argument (env, horizon or beta).
     """
@@ -28,18 +44,49 @@ def check_problem(env, horizon, beta):
     horizon = check_horizon(horizon)
     beta = float(check_beta(beta))
     check_no_overflow(mdp.outcome_rewards, horizon, beta)  # every outcome, not the mean
-    check_fits(horizon, mdp.n_states, mdp.n_actions, copies=3)
+    shares = 1 if mesh is None else len({device.process_index for device in mesh.devices.flat})
+    if checkpoint:
+        check_checkpoint_fits(horizon, mdp.n_states, mdp.n_actions, mdp.n_outcomes, shares)
+    else:
+        advice = "use a shorter horizon or a smaller env"
+        if checkpoint is not None:
+            advice = "use checkpoint=True (memory O(S sqrt(T))), a shorter horizon or a smaller env"
+        check_fits(horizon, mdp.n_states / shares, mdp.n_actions, copies=3, advice=advice)
     return mdp, horizon, beta
 
 
-def check_fits(horizon, n_states, n_actions, copies):
+def check_checkpoint(checkpoint):
+    """``checkpoint`` as a bool, or ``TypeError`` naming it."""
+    if not isinstance(checkpoint, (bool, np.bool_)):
+        raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
+    return bool(checkpoint)
+
+
+def check_fits(
+    horizon, n_states, n_actions, copies, advice="use a shorter horizon or a smaller env"
+):
     """Raise ``ValueError`` naming horizon if ``copies`` (T, S, A) float arrays would not fit."""
     check_fits_in_memory(
         copies * horizon * n_states * n_actions * itemsize(),
         "horizon",
         horizon,
-        f"the (T, S, A) arrays of {n_states} states x {n_actions} actions",
-        "use a shorter horizon or a smaller env",
+        f"the (T, S, A) arrays of {round(n_states)} states x {n_actions} actions",
+        advice,
+    )
+
+
+def check_checkpoint_fits(horizon, n_states, n_actions, n_outcomes, shares=1):
+    """Raise ``ValueError`` naming horizon if the checkpointed mode would not fit: about
+    ceil(sqrt(T)) + 1 checkpoints and 2 ceil(sqrt(T)) segment rows of V as pairs (S,) and a dozen
+    (S, A, K) arrays (the dynamics and one step's work), divided over ``shares`` processes."""
+    length = math.isqrt(horizon - 1) + 1
+    words = 2 * (length + 1) + 4 * length + 12 * n_actions * n_outcomes
+    check_fits_in_memory(
+        words * n_states / shares * itemsize(),
+        "horizon",
+        horizon,
+        f"the checkpointed messages of {n_states} states (V every {length} steps)",
+        "use a smaller env",
     )
 
 

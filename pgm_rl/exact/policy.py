@@ -11,12 +11,21 @@ import math
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pgm_rl._checks import check_beta
-from pgm_rl.exact.checks import check_policy, check_problem
+from pgm_rl.exact.checkpointed import CheckpointedSoftBellman
+from pgm_rl.exact.checks import check_checkpoint, check_policy, check_problem
+from pgm_rl.exact.sharding import (
+    check_mesh,
+    check_trimmed_fits,
+    replicated,
+    shard_dynamics,
+    trim,
+)
 from pgm_rl.exact.trajectories import TrajectoryDistribution, run_forward
-from pgm_rl.messages import soft_backward, sparse_dynamics
+from pgm_rl.messages import forward, soft_backward, sparse_dynamics
 from pgm_rl.worlds import check_env
 
 __all__ = ["PolicyEvaluation", "SoftBellmanPolicy", "evaluate_policy", "soft_bellman"]
@@ -99,7 +108,7 @@ for _cls in (PolicyEvaluation, SoftBellmanPolicy):
     )
 
 
-def soft_bellman(env, horizon, beta):
+def soft_bellman(env, horizon, beta, *, checkpoint=False, mesh=None):
     """The soft-Bellman policy: soft value iteration with the true dynamics.
 
     ``V_T = 0``, ``Q_t(s, a) = E_{s'}[beta r(s, a, s') + V_{t+1}(s')]``,
@@ -114,25 +123,37 @@ def soft_bellman(env, horizon, beta):
         Number of actions T >= 1.
     beta : float
         Inverse temperature >= 0.
+    checkpoint : bool
+        True: keep V only every ~sqrt(T) steps (:class:`~pgm_rl.exact.CheckpointedSoftBellman`,
+        as in :func:`~pgm_rl.exact.solve`).
+    mesh : jax.sharding.Mesh, optional
+        With an axis ``"states"``: split over its devices as in :func:`~pgm_rl.exact.solve`.
 
     Returns
     -------
-    SoftBellmanPolicy
+    SoftBellmanPolicy, or CheckpointedSoftBellman with ``checkpoint=True``
     """
-    mdp, horizon, beta = check_problem(env, horizon, beta)
-    log_policy, (v_hi, v_lo) = soft_backward(*sparse_dynamics(mdp, beta).arrays, horizon)
+    mesh = None if mesh is None else check_mesh(mesh)
+    checkpoint = check_checkpoint(checkpoint)
+    mdp, horizon, beta = check_problem(env, horizon, beta, checkpoint=checkpoint, mesh=mesh)
+    if mesh is not None and not checkpoint:
+        check_trimmed_fits(mdp, horizon, mesh)
+    dyn = shard_dynamics(sparse_dynamics(mdp, beta), mesh)
+    if checkpoint:
+        return CheckpointedSoftBellman(mdp, horizon, beta, dyn)
+    log_policy, (v_hi, v_lo) = soft_backward(*dyn.arrays, horizon)
+    v_hi, v_lo = (np.asarray(v, np.float64)[: mdp.n_states] for v in replicated(dyn, v_hi, v_lo))
     p0 = np.asarray(mdp.start_probs, np.float64)
     support = p0 > 0
     elbo = math.fsum(
-        (p0[support] * np.asarray(v_hi, np.float64)[support]).tolist()
-        + (p0[support] * np.asarray(v_lo, np.float64)[support]).tolist()
+        (p0[support] * v_hi[support]).tolist() + (p0[support] * v_lo[support]).tolist()
     )
-    evaluation = _evaluate(mdp, horizon, beta, log_policy)
+    evaluation = _evaluate(mdp, horizon, beta, log_policy, dyn)
     return SoftBellmanPolicy(
         mdp=mdp,
         horizon=horizon,
         beta=beta,
-        log_policy=log_policy,
+        log_policy=evaluation.log_policy,
         state_marginals=evaluation.state_marginals,
         action_marginals=evaluation.action_marginals,
         expected_return=evaluation.expected_return,
@@ -165,19 +186,30 @@ def evaluate_policy(env, policy, beta):
     return _evaluate(mdp, horizon, beta, log_policy)
 
 
-def _evaluate(mdp, horizon, beta, log_policy):
-    """The :class:`PolicyEvaluation` of a checked log policy (T, S, A)."""
+def _evaluate(mdp, horizon, beta, log_policy, dyn=None):
+    """The :class:`PolicyEvaluation` of a checked log policy (T, S, A); with ``dyn`` from
+    :func:`~pgm_rl.exact.sharding.shard_dynamics`, of its padded (T, S', A) policy, trimmed."""
     result = PolicyEvaluation(
         mdp=mdp,
         horizon=horizon,
         beta=beta,
-        log_policy=log_policy,
+        log_policy=trim(dyn, log_policy),
         state_marginals=None,
         action_marginals=None,
         expected_return=None,
         elbo=None,
     )
-    marginals, actions, step_returns, step_kl, _ = run_forward(result, mdp.start_probs)
+    if getattr(dyn, "mesh", None) is None:
+        marginals, actions, step_returns, step_kl, _ = run_forward(result, mdp.start_probs)
+    else:  # the forward pass over the padded, sharded dynamics
+        mu0 = jnp.exp(dyn.log_p0)
+        zeros = np.zeros((horizon + 1, 1), mu0.dtype)
+        no_absorb = np.zeros(mu0.shape, bool)
+        marginals, actions, step_returns, step_kl, _ = forward(
+            mu0, log_policy, *dyn.arrays, zeros, zeros, no_absorb, posterior=False
+        )
+        marginals = trim(dyn, marginals)
+        actions, step_returns, step_kl = replicated(dyn, actions, step_returns, step_kl)
     expected_return = math.fsum(np.asarray(step_returns, np.float64).tolist())
     kl = math.fsum(np.asarray(step_kl, np.float64).tolist())
     return dataclasses.replace(

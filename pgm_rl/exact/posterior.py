@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from pgm_rl.exact.checks import check_problem
+from pgm_rl.exact.checkpointed import CheckpointedPosterior
+from pgm_rl.exact.checks import check_checkpoint, check_problem
+from pgm_rl.exact.sharding import (
+    check_mesh,
+    check_trimmed_fits,
+    replicated,
+    shard_dynamics,
+    trim,
+)
 from pgm_rl.exact.trajectories import TrajectoryDistribution
 from pgm_rl.messages import forward, posterior_backward, sparse_dynamics, start_posterior
 
@@ -104,7 +112,7 @@ jax.tree_util.register_dataclass(
 )
 
 
-def solve(env, horizon, beta):
+def solve(env, horizon, beta, *, checkpoint=False, mesh=None):
     """Solve the trajectory posterior exactly.
 
     Parameters
@@ -114,10 +122,21 @@ def solve(env, horizon, beta):
         Number of actions T >= 1.
     beta : float
         Inverse temperature >= 0.
+    checkpoint : bool
+        True: keep V only every ~sqrt(T) steps and recompute the rest on demand
+        (:class:`~pgm_rl.exact.CheckpointedPosterior`: memory O(S (sqrt(T) + A K)) instead of
+        the (T, S, A) policy).
+    mesh : jax.sharding.Mesh, optional
+        With an axis ``"states"`` (:func:`~pgm_rl.exact.states_mesh`): the dynamics, the messages
+        and the policy are split over its devices (:mod:`pgm_rl.exact.sharding`); the results
+        equal the single-device ones and are trimmed back to S states. ``log_z`` and
+        ``expected_return`` are floats on every process; under ``jax.distributed`` the array
+        attributes are global arrays (read them with
+        ``jax.experimental.multihost_utils.process_allgather``).
 
     Returns
     -------
-    ExactPosterior
+    ExactPosterior, or CheckpointedPosterior with ``checkpoint=True``
 
     Raises
     ------
@@ -126,22 +145,28 @@ def solve(env, horizon, beta):
         horizon's total overflows the working dtype (float32 unless ``jax_enable_x64``;
         the message says when float64 would hold it).
     """
-    mdp, horizon, beta = check_problem(env, horizon, beta)
-    dyn = sparse_dynamics(mdp, beta)
+    mesh = None if mesh is None else check_mesh(mesh)
+    checkpoint = check_checkpoint(checkpoint)
+    mdp, horizon, beta = check_problem(env, horizon, beta, checkpoint=checkpoint, mesh=mesh)
+    if mesh is not None and not checkpoint:
+        check_trimmed_fits(mdp, horizon, mesh)
+    dyn = shard_dynamics(sparse_dynamics(mdp, beta), mesh)
+    if checkpoint:
+        return CheckpointedPosterior(mdp, horizon, beta, dyn)
     log_policy, (v_hi, v_lo) = posterior_backward(*dyn.arrays, horizon)
     (z_hi, z_lo), mu0 = start_posterior(dyn.log_p0, v_hi, v_lo)
-    no_absorb = np.zeros(mdp.n_states, bool)
     marginals, actions, step_returns, _, _ = forward(
-        mu0, log_policy, *dyn.arrays, v_hi, v_lo, no_absorb, posterior=True
+        mu0, log_policy, *dyn.arrays, v_hi, v_lo, None, posterior=True, kl=False
     )
+    z_hi, z_lo, actions, step_returns = replicated(dyn, z_hi, z_lo, actions, step_returns)
     return ExactPosterior(
         mdp=mdp,
         horizon=horizon,
         beta=beta,
         log_z=float(z_hi) + float(z_lo),
-        log_policy=log_policy,
-        state_marginals=marginals,
+        log_policy=trim(dyn, log_policy),
+        state_marginals=trim(dyn, marginals),
         action_marginals=actions,
         expected_return=math.fsum(np.asarray(step_returns, np.float64).tolist()),
-        messages=(v_hi, v_lo),
+        messages=(trim(dyn, v_hi), trim(dyn, v_lo)),
     )

@@ -28,7 +28,13 @@ from pgm_rl.exact.checks import check_states, state_mask
 from pgm_rl.messages import forward, outcome_log_posterior, outcome_posterior, sparse_dynamics
 from pgm_rl.worlds import describe_randomness
 
-__all__ = ["TrajectoryDistribution", "run_forward"]
+__all__ = [
+    "TrajectoryDistribution",
+    "draw_step",
+    "run_forward",
+    "start_draws",
+    "step_uniforms",
+]
 
 
 class TrajectoryDistribution:
@@ -206,57 +212,87 @@ def _check_path_arrays(result, actions, states):
 # ----------------------------------------------------------------------------- jitted kernels
 
 
+def start_draws(key, mu0, num_samples, dtype):
+    """The start states of ``num_samples`` draws from ``mu0`` (S,), int32 (num_samples,): their
+    uniforms from their own key (``fold_in``), so that the stream of the actions is the same
+    whatever the start distribution."""
+    cdf = jnp.cumsum(mu0)
+    u0 = positive_uniform(random.fold_in(key, num_samples), (num_samples,), dtype)
+    starts = jnp.searchsorted(cdf, u0 * cdf[-1], side="right")
+    return jnp.minimum(starts, mu0.shape[0] - 1).astype(jnp.int32)
+
+
+def step_uniforms(key, num_samples, horizon, one_outcome, dtype):
+    """The uniforms of ``num_samples`` draws: (n, T) with K = 1, else (n, T, 2) (action,
+    outcome); draw i's from ``random.split(key, n)[i]``."""
+    shape = (horizon,) if one_outcome else (horizon, 2)
+    return jax.vmap(lambda k: positive_uniform(k, shape, dtype))(random.split(key, num_samples))
+
+
+def draw_step(state, u, log_pi, ns, logp, r_hi, r_lo, reward, v_hi_next, v_lo_next, posterior):
+    """One step of one draw: the action from ``log_pi`` (A,), log pi_t(. | state), then the
+    outcome from q_t (posterior, given V_{t+1} (S,)) or the true probabilities.
+
+    ``u``: the step's uniform (K = 1) or its pair (action, outcome). Returns ``(next state,
+    action, reward)``.
+    """
+    one_outcome = ns.shape[2] == 1
+    action = inverse_cdf_sample(u if one_outcome else u[0], jnp.exp(log_pi))
+    targets = ns[state, action]
+    if one_outcome:
+        return targets[0], action, reward[state, action, 0]
+    if posterior:
+        weights = outcome_posterior(
+            logp[state, action],
+            r_hi[state, action],
+            r_lo[state, action],
+            v_hi_next[targets],
+            v_lo_next[targets],
+        )
+    else:
+        weights = jnp.where(jnp.isfinite(logp[state, action]), jnp.exp(logp[state, action]), 0.0)
+    k = inverse_cdf_sample(u[1], weights)
+    return targets[k], action, reward[state, action, k]
+
+
 @partial(jax.jit, static_argnames=("num_samples", "posterior"))
 def _sample(key, mu0, log_policy, ns, logp, r_hi, r_lo, reward, v_hi, v_lo, num_samples, posterior):
     """``num_samples`` iid trajectories: actions (n, T), states (n, T + 1), rewards (n, T).
 
-    The start from ``mu0`` (S,), each action from pi_t(. | s_t), each outcome from q_t (posterior)
-    or the true probabilities; one uniform per draw (inverse CDF), never a zero-probability one.
-    With K = 1 there is no outcome to draw, hence no uniform for it; the start's uniforms come
-    from their own key (``fold_in``), so that the stream of the actions is the same whatever the
-    start distribution.
+    The start from ``mu0`` (S,) (:func:`start_draws`), each action from pi_t(. | s_t), each
+    outcome from q_t (posterior) or the true probabilities (:func:`draw_step`); one uniform per
+    draw (inverse CDF, :func:`step_uniforms`), never a zero-probability one. With K = 1 there is
+    no outcome to draw, hence no uniform for it.
     """
     horizon = log_policy.shape[0]
     dtype = log_policy.dtype
-    one_outcome = ns.shape[2] == 1
-    cdf = jnp.cumsum(mu0)
-    u0 = positive_uniform(random.fold_in(key, num_samples), (num_samples,), dtype)
-    starts = jnp.searchsorted(cdf, u0 * cdf[-1], side="right")
-    starts = jnp.minimum(starts, mu0.shape[0] - 1).astype(ns.dtype)
-    valid = jnp.isfinite(logp)
-    probs = jnp.where(valid, jnp.exp(logp), 0.0)
+    starts = start_draws(key, mu0, num_samples, dtype)
+    uniforms = step_uniforms(key, num_samples, horizon, ns.shape[2] == 1, dtype)
 
-    def one(key, s0):
-        uniforms = positive_uniform(key, (horizon,) if one_outcome else (horizon, 2), dtype)
-
+    def one(uniforms, s0):
         def step(state, inputs):
             u, log_pi, v_hi_next, v_lo_next = inputs
-            u_action = u if one_outcome else u[0]
-            action = inverse_cdf_sample(u_action, jnp.exp(log_pi[state]))
-            targets = ns[state, action]
-            if one_outcome:
-                new_state = targets[0]
-                return new_state, (action, new_state, reward[state, action, 0])
-            if posterior:
-                weights = outcome_posterior(
-                    logp[state, action],
-                    r_hi[state, action],
-                    r_lo[state, action],
-                    v_hi_next[targets],
-                    v_lo_next[targets],
-                )
-            else:
-                weights = probs[state, action]
-            k = inverse_cdf_sample(u[1], weights)
-            new_state = targets[k]
-            return new_state, (action, new_state, reward[state, action, k])
+            new_state, action, gain = draw_step(
+                state,
+                u,
+                log_pi[state],
+                ns,
+                logp,
+                r_hi,
+                r_lo,
+                reward,
+                v_hi_next,
+                v_lo_next,
+                posterior,
+            )
+            return new_state, (action, new_state, gain)
 
         _, (actions, states, rewards) = lax.scan(
             step, s0, (uniforms, log_policy, v_hi[1:], v_lo[1:])
         )
         return actions.astype(jnp.int32), jnp.concatenate([s0[None], states]), rewards
 
-    return jax.vmap(one)(random.split(key, num_samples), starts)
+    return jax.vmap(one)(uniforms, starts)
 
 
 @partial(jax.jit, static_argnames=("posterior",))

@@ -6,6 +6,7 @@ Every kernel module follows one contract (:mod:`pgm_rl.kernels.base`):
 
 Every kernel has a record in :data:`pgm_rl.kernels.registry.KERNELS`. The names below are
 imported lazily, on first use, so reading the registry loads no kernel, JAX or NumPyro.
+``shard_chains(chains_mesh())`` is the ``chain_method`` that splits the chains over devices.
 """
 
 import importlib
@@ -27,10 +28,12 @@ _EXPORTS = {
     "SuffixMH": "pgm_rl.kernels.suffix_mh",
     "TrajectoryKernel": "pgm_rl.kernels.base",
     "TrajectoryMH": "pgm_rl.kernels.trajectory_mh",
+    "chains_mesh": "pgm_rl.kernels.sharding",
     "make_kernel": "pgm_rl.kernels.registry",
     "mh_accept": "pgm_rl.kernels.base",
     "parse_kernel_args": "pgm_rl.kernels.registry",
     "record_of": "pgm_rl.kernels.registry",
+    "shard_chains": "pgm_rl.kernels.sharding",
 }
 
 __all__ = sorted(_EXPORTS)

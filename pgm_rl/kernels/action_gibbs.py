@@ -149,14 +149,15 @@ def build_kernel(world, horizon, proposal="gibbs", log_factor=None):
             actions, outcomes = actions.at[t].set(action), outcomes.at[t].set(k)
             if log_factor is not None:
                 log_f = factor_at(log_factor, start, actions, outcomes, dtype)
-            entered = out_states[s, action, k]
-            return (entered, ret + out_rewards[s, action, k], actions, outcomes, log_f), (
-                accept_prob
-            )
+            entered, reward = out_states[s, action, k], out_rewards[s, action, k]
+            return (entered, ret + reward, actions, outcomes, log_f), (accept_prob, entered, reward)
 
         inputs = (*draws(sweep_key, (horizon,), n_pairs), jnp.arange(horizon), values[1:])
         init_carry = (start, jnp.zeros((), dtype), state.actions, state.outcomes, log_f)
-        (_, ret, actions, outcomes, log_f), accept_probs = lax.scan(visit, init_carry, inputs)
+        (_, ret, actions, outcomes, log_f), (accept_probs, entered, rewards) = lax.scan(
+            visit, init_carry, inputs
+        )
+        states = jnp.concatenate([start[None], entered])  # the sweep's rollout, carried
         changed = (
             jnp.any(actions != state.actions)
             | jnp.any(outcomes != state.outcomes)
@@ -166,7 +167,7 @@ def build_kernel(world, horizon, proposal="gibbs", log_factor=None):
         accept_prob = (jnp.sum(accept_probs) + (n_starts > 1) * start_accept) / (
             horizon + (n_starts > 1)
         )
-        new_state = RegenerationState(actions, ret, outcomes, start, log_f)
+        new_state = RegenerationState(actions, ret, outcomes, start, log_f, states, rewards)
         return new_state, MHInfo(accept_prob, changed)
 
     return step

@@ -27,10 +27,13 @@ reads the problem from the model (refusing models it cannot sample,
 :func:`pgm_rl.model.trajectory_target`), holds the PRNG key, handles batched (vectorized)
 chains and initial values, resets the running acceptance rate after warm-up, pickles, and
 hands back the model's latent sites plus its deterministic sites through ``postprocess_fn``.
-NumPyro applies ``postprocess_fn`` to every step's ``z`` in its compiled loop, thinned or not,
-so it traces no model: :class:`TrajectoryKernel` gives ``"states"`` and ``"rewards"`` as the
-rollout of the latent sites (the model is traced there only where it adds deterministic sites
-of its own), TrajectoryMH carries the deterministic sites of the trace that proposed its state.
+NumPyro applies ``postprocess_fn`` to every step's ``z`` in its compiled loop (``fori_collect``
+transforms every step's state, warm-up and thinned-away steps included, before it decides to
+keep it), so the deterministic sites ride along in ``z`` and postprocessing is the identity:
+:class:`RegenerationState` carries the rollout (``states``, ``rewards``) the kernels compute
+anyway, StepwiseMH its kept per-step values, TrajectoryMH the deterministic sites of the trace
+that proposed its state. The model is traced there only where it adds deterministic sites of
+its own, or in a Gibbs block.
 """
 
 import copy
@@ -62,6 +65,7 @@ __all__ = [
     "init",
     "init_state",
     "mh_accept",
+    "with_rollout",
 ]
 
 # The latent sites of pgm_rl.trajectory_model a kernel state can give, in the model's order.
@@ -111,7 +115,13 @@ class RegenerationState(NamedTuple):
     ``outcomes``: int32 (T,), the outcome index of each step (see
     :func:`pgm_rl.trajectory_model`; all 0 on deterministic dynamics); ``start``: int32 (),
     the start state; ``log_factor``: scalar, the model's extra terms f at this trajectory
-    (0 for the trajectory model itself).
+    (0 for the trajectory model itself); ``states``: int32 (T + 1,) and ``rewards``: (T,),
+    the trajectory's rollout (:func:`pgm_rl.rollout`), which every kernel computes anyway
+    and carries so that the adapter's postprocessing, applied to every step, needs none.
+
+    :func:`init`, :func:`init_state` and every kernel's step give ``states`` and ``rewards``;
+    a state built by hand may leave them None (a step fills them in:
+    :func:`with_rollout`).
     """
 
     actions: jax.Array
@@ -119,6 +129,8 @@ class RegenerationState(NamedTuple):
     outcomes: jax.Array
     start: jax.Array
     log_factor: jax.Array
+    states: jax.Array | None = None
+    rewards: jax.Array | None = None
 
 
 def init_state(world, actions, outcomes=None, start=None, log_factor=None):
@@ -129,7 +141,7 @@ def init_state(world, actions, outcomes=None, start=None, log_factor=None):
     :func:`pgm_rl.rollout`). ``log_factor``: the model's f, or None.
     """
     actions = jnp.asarray(actions, jnp.int32)
-    _, rewards = rollout(world, actions, start, outcomes)
+    states, rewards = rollout(world, actions, start, outcomes)
     if outcomes is None:  # deterministic dynamics (rollout refused anything else)
         outcomes = jnp.zeros(actions.shape, jnp.int32)
     if start is None:  # a single start state (rollout refused anything else)
@@ -137,9 +149,8 @@ def init_state(world, actions, outcomes=None, start=None, log_factor=None):
     outcomes = jnp.asarray(outcomes, jnp.int32)
     start = jnp.asarray(start, jnp.int32)
     ret = jnp.sum(rewards, axis=-1)
-    return RegenerationState(
-        actions, ret, outcomes, start, factor_at(log_factor, start, actions, outcomes, ret.dtype)
-    )
+    log_f = factor_at(log_factor, start, actions, outcomes, ret.dtype)
+    return RegenerationState(actions, ret, outcomes, start, log_f, states, rewards)
 
 
 def init(key, world, horizon, beta=None, log_factor=None, **params):
@@ -151,10 +162,21 @@ def init(key, world, horizon, beta=None, log_factor=None, **params):
     start = draw_start(start_key, world)
     noise = positive_uniform(noise_key, (horizon,), jnp.asarray(world.outcome_probs).dtype)
     zeros = jnp.zeros(horizon, jnp.int32)
-    _, rewards, outcomes, _ = follow(world, start, actions, zeros, noise, jnp.ones(horizon, bool))
+    states, rewards, outcomes, _ = follow(
+        world, start, actions, zeros, noise, jnp.ones(horizon, bool)
+    )
     ret = jnp.sum(rewards)
     log_f = factor_at(log_factor, start, actions, outcomes, ret.dtype)
-    return RegenerationState(actions, ret, outcomes, start, log_f)
+    return RegenerationState(actions, ret, outcomes, start, log_f, states, rewards)
+
+
+def with_rollout(world, state):
+    """``state`` (a :class:`RegenerationState`) with ``states`` and ``rewards`` filled in by
+    its rollout where they are None (a state built by hand); else ``state`` itself."""
+    if state.states is not None and state.rewards is not None:
+        return state
+    states, rewards, _, _ = follow(world, state.start, state.actions, state.outcomes)
+    return state._replace(states=states, rewards=rewards)
 
 
 def init_from_params(world, init_params, log_factor=None):
@@ -312,8 +334,9 @@ class PureKernelAdapter(MCMCKernel):
     def postprocess_fn(self, model_args, model_kwargs):
         """``z -> z`` plus the model's deterministic sites. NumPyro applies it to every step's
         ``z`` inside its compiled loop (before thinning), so it must be cheap: what
-        :meth:`build` set (no trace of the model: the sites carried in ``z``, or the rollout of
-        the trajectory), else the model traced at ``z`` (:func:`deterministic_sites_fn`)."""
+        :meth:`build` set (the identity where ``z`` carries the deterministic sites: no
+        rollout, no trace of the model), else the model traced at ``z``
+        (:func:`deterministic_sites_fn`)."""
         if self._postprocess is not None:
             return self._postprocess
         return deterministic_sites_fn(self._model, model_args, model_kwargs or {})
@@ -337,7 +360,9 @@ class TrajectoryKernel(PureKernelAdapter):
     ``(world, horizon, beta)`` and the model's extra terms f, refusing other latent sites by
     name), checks f on prior draws (:func:`check_factor`), builds the step with
     :meth:`build_step_at`, and gives back the model's latent sites (``"actions"``, plus
-    ``"outcomes"`` and ``"start"`` where the model's trace has them) from the kernel state.
+    ``"outcomes"`` and ``"start"`` where the model's trace has them) from the kernel state,
+    with its ``"states"`` and ``"rewards"`` where they are the model's only deterministic
+    sites (postprocessing is then the identity) and the kernel runs outside a Gibbs block.
     Subclasses give :meth:`build_step` (the module's ``build_kernel`` with the kernel's
     parameters); those whose step or state differ override :meth:`build_step_at`,
     :meth:`init_kernel_state`, :meth:`state_at` or :meth:`position`. Initial values: a draw
@@ -376,13 +401,15 @@ class TrajectoryKernel(PureKernelAdapter):
         # second trace of the model.
         sites = ("actions", *world_latents(world))
         sites = tuple(name for name in TRAJECTORY_LATENTS if name in sites)
-        # The model's own deterministic sites only: their rollout, no trace of the model.
-        own_sites = {"states", "rewards"}
+        # The model's own deterministic sites only: the rollout the kernel state carries rides
+        # along in ``z``, so postprocessing is the identity (no rollout, no trace of the model).
+        # Not in a Gibbs block, where ``z`` holds the block's latent sites only.
+        own_sites = ("states", "rewards")
         self._postprocess = None
-        if not self._conditioned and own_sites == _deterministic_sites(
+        if not self._conditioned and set(own_sites) == _deterministic_sites(
             self._model, model_args, model_kwargs
         ):
-            self._postprocess = trajectory_sites_fn(world)
+            sites, self._postprocess = (*sites, *own_sites), dict
 
         def init_fn(key, init_params):
             if init_params is None:
@@ -414,19 +441,6 @@ def _deterministic_sites(model, model_args, model_kwargs):
     """The names of the model's deterministic sites (one trace of the model, at build)."""
     model_trace = trace(seed(model, 0)).get_trace(*model_args, **model_kwargs)
     return {name for name, site in model_trace.items() if site["type"] == "deterministic"}
-
-
-def trajectory_sites_fn(world):
-    """``z -> z`` plus ``"states"`` (..., T + 1) and ``"rewards"`` (..., T), the rollout of the
-    latent sites ``z`` (``"actions"`` (..., T), and ``"start"`` and ``"outcomes"`` where they
-    are latent): the deterministic sites of :func:`pgm_rl.trajectory_model`, the same
-    computation, without tracing the model."""
-
-    def postprocess(z):
-        states, rewards = rollout(world, z["actions"], z.get("start"), z.get("outcomes"))
-        return {**z, "states": states, "rewards": rewards}
-
-    return postprocess
 
 
 def deterministic_sites_fn(model, model_args, model_kwargs):

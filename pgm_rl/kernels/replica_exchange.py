@@ -36,7 +36,8 @@ class ReplicaExchangeState(NamedTuple):
     the K rungs (leading axis K); ``i``: step counter (its parity picks the swap pairs);
     ``swap_accept_prob``: mean swap acceptance probability over the pairs tried at the last
     step (``extra_fields=("kernel_state.swap_accept_prob",)`` records it). ``actions`` (T,),
-    ``outcomes`` (T,) and ``start`` () are the target rung's (per chain)."""
+    ``outcomes`` (T,), ``start`` (), ``states`` (T + 1,) and ``rewards`` (T,) are the target
+    rung's (per chain)."""
 
     rungs: Any
     i: jax.Array
@@ -53,6 +54,14 @@ class ReplicaExchangeState(NamedTuple):
     @property
     def start(self):
         return self.rungs.start[0]
+
+    @property
+    def states(self):
+        return self.rungs.states[0]
+
+    @property
+    def rewards(self):
+        return self.rungs.rewards[0]
 
 
 def ladder(beta, num_rungs, min_fraction=1e-3):

@@ -35,6 +35,7 @@ from pgm_rl.kernels.base import (
     factor_change,
     init,
     mh_accept,
+    with_rollout,
 )
 
 __all__ = ["SuffixMH", "build_kernel", "init", "regenerate", "regenerate_suffix"]
@@ -71,6 +72,7 @@ def _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start, l
     after the window are read; zeros serve a suffix move) and whether the start is redrawn
     (a bool, possibly traced). Returns ``((state, log_probs), MHInfo)``."""
     draw_key, accept_key = random.split(key)
+    state = with_rollout(world, state)  # a state built by hand: its rollout, once
     horizon = state.actions.shape[-1]
     time = jnp.arange(horizon)
     window = (time >= start) & (time < stop)
@@ -84,13 +86,13 @@ def _regenerate(key, state, log_probs, beta, start, stop, world, redraw_start, l
     if redraw_start is not False:  # a start kept for sure (static False) costs nothing
         drawn = draw_start(random.fold_in(draw_key, 1), world)
         new_start = jnp.where(redraw_start, drawn, state.start)
-    _, rewards, outcomes, new_log_probs = follow(
+    states, rewards, outcomes, new_log_probs = follow(
         world, new_start, actions, state.outcomes, noise, window
     )
     kept_after = jnp.sum(jnp.where(time >= stop, new_log_probs - log_probs, 0.0))
     ret = jnp.sum(rewards)
     log_f = factor_at(log_factor, new_start, actions, outcomes, ret.dtype)
-    proposal = RegenerationState(actions, ret, outcomes, new_start, log_f)
+    proposal = RegenerationState(actions, ret, outcomes, new_start, log_f, states, rewards)
     log_ratio = beta * (proposal.ret - state.ret) + kept_after
     log_ratio = log_ratio + factor_change(log_factor, beta, log_f, state.log_factor)
     return mh_accept(accept_key, log_ratio, (proposal, new_log_probs), (state, log_probs))

@@ -12,6 +12,7 @@ import pytest
 from conftest import random_grid
 from helpers import run_mcmc
 from numpyro.infer import MCMC
+from stochastic_cases import RANDOM_START, SLIPPERY
 
 import pgm_rl
 from pgm_rl.kernels import KERNELS, TrajectoryMH, mh_accept
@@ -140,6 +141,52 @@ def test_postprocessing_traces_no_model(name):
     assert sorted(sites) == sorted(expected)
     for site, value in expected.items():
         np.testing.assert_array_equal(sites[site], value)
+
+
+# The kernels whose state is a RegenerationState (StepwiseMH carries its own kept values); the
+# Gibbs-like two in the default run, the rest in the slow one.
+REGENERATION_CASES = [
+    pytest.param(
+        name, marks=[] if name in ("action-gibbs", "suffix-mh") else [pytest.mark.slow], id=name
+    )
+    for name in STRUCTURE_KERNELS
+    if name != "stepwise-mh"
+]
+
+
+@pytest.mark.parametrize("name", REGENERATION_CASES)
+def test_postprocessing_is_the_identity_on_the_carried_rollout(name):
+    """Issue 21: NumPyro applies ``postprocess_fn`` to every step (warm-up and thinned-away steps
+    included). The kernel state carries the rollout its step computes, so postprocessing does no
+    rollout (no scan: before, a rollout of the latent sites at every step) and gives the same
+    values: ``z``'s states and rewards are the rollout of its latent sites after some steps."""
+    args = (RANDOM_START, 4, 1.0)  # random start and dynamics: every latent site
+    kernel = KERNELS[name].make(pgm_rl.trajectory_model)
+    state = kernel.init(jax.random.split(jax.random.key(0), 2), 0, None, args, {})
+    for _ in range(3):
+        state = kernel.sample(state, args, {})
+    postprocess = jax.vmap(kernel.postprocess_fn(args, {}))
+    assert "scan" not in str(jax.make_jaxpr(postprocess)(state.z))
+    sites = postprocess(state.z)
+    states, rewards = pgm_rl.rollout(
+        RANDOM_START, sites["actions"], sites["start"], sites["outcomes"]
+    )
+    np.testing.assert_array_equal(sites["states"], states)
+    np.testing.assert_array_equal(sites["rewards"], rewards)
+
+
+def test_a_state_built_by_hand_gets_its_rollout():
+    """A :class:`RegenerationState` without ``states`` and ``rewards`` (the five fields it had
+    before issue 21) still steps: the step fills in its rollout."""
+    actions = jnp.array([0, 1, 2, 3], jnp.int32)
+    zeros = jnp.zeros(4, jnp.int32)
+    _, rewards = pgm_rl.rollout(SLIPPERY, actions, jnp.array(0), zeros)
+    state = RegenerationState(actions, jnp.sum(rewards), zeros, jnp.array(0), jnp.array(0.0))
+    step = KERNELS["suffix-mh"].build_kernel(SLIPPERY, 4, None)
+    moved, _ = step(jax.random.key(0), state, 1.0)
+    states, rewards = pgm_rl.rollout(SLIPPERY, moved.actions, moved.start, moved.outcomes)
+    np.testing.assert_array_equal(moved.states, states)
+    np.testing.assert_array_equal(moved.rewards, rewards)
 
 
 def test_mean_accept_prob_restarts_after_warmup():
