@@ -13,7 +13,8 @@ from pgm_rl._checks import (
     check_no_overflow,
     itemsize,
 )
-from pgm_rl.messages import working_dtype
+from pgm_rl.exact.sharding import check_mesh, check_trimmed_fits, shard_dynamics
+from pgm_rl.messages import sparse_dynamics, working_dtype
 from pgm_rl.worlds import check_env
 from pgm_rl.worlds.outcomes import PROBABILITY_TOLERANCE
 
@@ -24,6 +25,7 @@ __all__ = [
     "check_policy",
     "check_problem",
     "check_states",
+    "placed_problem",
     "state_mask",
 ]
 
@@ -53,6 +55,23 @@ def check_problem(env, horizon, beta, *, checkpoint=None, mesh=None):
             advice = "use checkpoint=True (memory O(S sqrt(T))), a shorter horizon or a smaller env"
         check_fits(horizon, mdp.n_states / shares, mdp.n_actions, copies=3, advice=advice)
     return mdp, horizon, beta
+
+
+def placed_problem(env, horizon, beta, checkpoint, mesh):
+    """The checks of :func:`~pgm_rl.exact.solve` and :func:`~pgm_rl.exact.soft_bellman`:
+    ``(mdp, horizon, beta, checkpoint, dyn)``, with ``dyn`` the world's
+    :class:`~pgm_rl.messages.SparseDynamics`, padded and placed over ``mesh``'s ``"states"``
+    where a mesh is given (:func:`pgm_rl.exact.sharding.shard_dynamics`).
+
+    Raises ``TypeError``/``ValueError`` naming the argument (env, horizon, beta, checkpoint or
+    mesh), before anything large is allocated.
+    """
+    mesh = None if mesh is None else check_mesh(mesh)
+    checkpoint = check_checkpoint(checkpoint)
+    mdp, horizon, beta = check_problem(env, horizon, beta, checkpoint=checkpoint, mesh=mesh)
+    if mesh is not None and not checkpoint:
+        check_trimmed_fits(mdp, horizon, mesh)
+    return mdp, horizon, beta, checkpoint, shard_dynamics(sparse_dynamics(mdp, beta), mesh)
 
 
 def check_checkpoint(checkpoint):

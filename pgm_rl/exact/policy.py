@@ -16,16 +16,10 @@ import numpy as np
 
 from pgm_rl._checks import check_beta
 from pgm_rl.exact.checkpointed import CheckpointedSoftBellman
-from pgm_rl.exact.checks import check_checkpoint, check_policy, check_problem
-from pgm_rl.exact.sharding import (
-    check_mesh,
-    check_trimmed_fits,
-    replicated,
-    shard_dynamics,
-    trim,
-)
+from pgm_rl.exact.checks import check_policy, check_problem, placed_problem
+from pgm_rl.exact.sharding import replicated, trim
 from pgm_rl.exact.trajectories import TrajectoryDistribution, run_forward
-from pgm_rl.messages import forward, soft_backward, sparse_dynamics
+from pgm_rl.messages import forward, soft_backward
 from pgm_rl.worlds import check_env
 
 __all__ = ["PolicyEvaluation", "SoftBellmanPolicy", "evaluate_policy", "soft_bellman"]
@@ -133,12 +127,7 @@ def soft_bellman(env, horizon, beta, *, checkpoint=False, mesh=None):
     -------
     SoftBellmanPolicy, or CheckpointedSoftBellman with ``checkpoint=True``
     """
-    mesh = None if mesh is None else check_mesh(mesh)
-    checkpoint = check_checkpoint(checkpoint)
-    mdp, horizon, beta = check_problem(env, horizon, beta, checkpoint=checkpoint, mesh=mesh)
-    if mesh is not None and not checkpoint:
-        check_trimmed_fits(mdp, horizon, mesh)
-    dyn = shard_dynamics(sparse_dynamics(mdp, beta), mesh)
+    mdp, horizon, beta, checkpoint, dyn = placed_problem(env, horizon, beta, checkpoint, mesh)
     if checkpoint:
         return CheckpointedSoftBellman(mdp, horizon, beta, dyn)
     log_policy, (v_hi, v_lo) = soft_backward(*dyn.arrays, horizon)

@@ -18,16 +18,10 @@ import jax
 import numpy as np
 
 from pgm_rl.exact.checkpointed import CheckpointedPosterior
-from pgm_rl.exact.checks import check_checkpoint, check_problem
-from pgm_rl.exact.sharding import (
-    check_mesh,
-    check_trimmed_fits,
-    replicated,
-    shard_dynamics,
-    trim,
-)
+from pgm_rl.exact.checks import placed_problem
+from pgm_rl.exact.sharding import replicated, trim
 from pgm_rl.exact.trajectories import TrajectoryDistribution
-from pgm_rl.messages import forward, posterior_backward, sparse_dynamics, start_posterior
+from pgm_rl.messages import forward, posterior_backward, start_posterior
 
 __all__ = ["ExactPosterior", "solve"]
 
@@ -145,12 +139,7 @@ def solve(env, horizon, beta, *, checkpoint=False, mesh=None):
         horizon's total overflows the working dtype (float32 unless ``jax_enable_x64``;
         the message says when float64 would hold it).
     """
-    mesh = None if mesh is None else check_mesh(mesh)
-    checkpoint = check_checkpoint(checkpoint)
-    mdp, horizon, beta = check_problem(env, horizon, beta, checkpoint=checkpoint, mesh=mesh)
-    if mesh is not None and not checkpoint:
-        check_trimmed_fits(mdp, horizon, mesh)
-    dyn = shard_dynamics(sparse_dynamics(mdp, beta), mesh)
+    mdp, horizon, beta, checkpoint, dyn = placed_problem(env, horizon, beta, checkpoint, mesh)
     if checkpoint:
         return CheckpointedPosterior(mdp, horizon, beta, dyn)
     log_policy, (v_hi, v_lo) = posterior_backward(*dyn.arrays, horizon)
