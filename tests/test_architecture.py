@@ -14,6 +14,7 @@ KIND_FLAGS = {"is_deterministic", "has_random_dynamics", "has_random_start"}
 LAYERS = {
     "_checks": 0,
     "_sampling": 0,
+    "_mesh": 0,
     "worlds": 1,
     "envs": 1,
     "gym": 1,

@@ -31,6 +31,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pgm_rl._checks import check_fits_in_memory, itemsize
+from pgm_rl._mesh import check_axis_mesh, one_axis_mesh, place_from_host
 
 __all__ = [
     "STATES_AXIS",
@@ -55,17 +56,7 @@ def check_mesh(mesh):
     ValueError
         If it has no ``"states"`` axis (the message names its axes).
     """
-    if not isinstance(mesh, Mesh):
-        raise TypeError(
-            f"mesh must be a jax.sharding.Mesh with an axis named {STATES_AXIS!r} (e.g. "
-            f"pgm_rl.exact.states_mesh()) or None, got {type(mesh).__name__}"
-        )
-    if STATES_AXIS not in mesh.axis_names:
-        raise ValueError(
-            f"mesh must have an axis named {STATES_AXIS!r} to split the states over, got a mesh "
-            f"with axes {tuple(mesh.axis_names)} (build one with pgm_rl.exact.states_mesh())"
-        )
-    return mesh
+    return check_axis_mesh(mesh, STATES_AXIS, "the states", "pgm_rl.exact.states_mesh()")
 
 
 def check_trimmed_fits(mdp, horizon, mesh):
@@ -100,15 +91,7 @@ def states_mesh(devices=None):
     -------
     jax.sharding.Mesh
     """
-    devices = jax.devices() if devices is None else list(devices)
-    if not devices or not all(isinstance(device, jax.Device) for device in devices):
-        raise TypeError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
-    return Mesh(np.asarray(devices), (STATES_AXIS,), axis_types=(AxisType.Auto,))
-
-
-def _place(array, sharding):
-    """``array`` (NumPy, the same on every process) as a global array with ``sharding``."""
-    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+    return one_axis_mesh(devices, STATES_AXIS)
 
 
 def shard_dynamics(dyn, mesh):
@@ -148,12 +131,12 @@ def shard_dynamics(dyn, mesh):
     logp[n_states:, :, 0] = 0.0
     sharding = NamedSharding(mesh, P(STATES_AXIS))
     out = copy.copy(dyn)
-    out.ns = _place(ns, sharding)
-    out.logp = _place(logp, sharding)
-    out.r_hi = _place(pad(dyn.r_hi, 0.0), sharding)
-    out.r_lo = _place(pad(dyn.r_lo, 0.0), sharding)
-    out.reward = _place(pad(dyn.reward, 0.0), sharding)
-    out.log_p0 = _place(pad(dyn.log_p0, -np.inf), sharding)
+    out.ns = place_from_host(ns, sharding)
+    out.logp = place_from_host(logp, sharding)
+    out.r_hi = place_from_host(pad(dyn.r_hi, 0.0), sharding)
+    out.r_lo = place_from_host(pad(dyn.r_lo, 0.0), sharding)
+    out.reward = place_from_host(pad(dyn.reward, 0.0), sharding)
+    out.log_p0 = place_from_host(pad(dyn.log_p0, -np.inf), sharding)
     out.mesh = mesh
     out.n_states = n_states
     return out

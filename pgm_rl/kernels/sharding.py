@@ -26,8 +26,10 @@ chains; read them on one process with ``jax.experimental.multihost_utils.process
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from pgm_rl._mesh import check_axis_mesh, one_axis_mesh, place_from_host
 
 __all__ = ["CHAINS_AXIS", "chains_mesh", "check_chains_mesh", "shard_chains"]
 
@@ -44,17 +46,7 @@ def check_chains_mesh(mesh):
     ValueError
         If it has no ``"chains"`` axis (the message names its axes).
     """
-    if not isinstance(mesh, Mesh):
-        raise TypeError(
-            f"mesh must be a jax.sharding.Mesh with an axis named {CHAINS_AXIS!r} (e.g. "
-            f"pgm_rl.kernels.chains_mesh()), got {type(mesh).__name__}"
-        )
-    if CHAINS_AXIS not in mesh.axis_names:
-        raise ValueError(
-            f"mesh must have an axis named {CHAINS_AXIS!r} to split the chains over, got a mesh "
-            f"with axes {tuple(mesh.axis_names)} (build one with pgm_rl.kernels.chains_mesh())"
-        )
-    return mesh
+    return check_axis_mesh(mesh, CHAINS_AXIS, "the chains", "pgm_rl.kernels.chains_mesh()")
 
 
 def chains_mesh(devices=None):
@@ -74,10 +66,7 @@ def chains_mesh(devices=None):
     TypeError
         If ``devices`` is empty or holds something other than devices.
     """
-    devices = jax.devices() if devices is None else list(devices)
-    if not devices or not all(isinstance(device, jax.Device) for device in devices):
-        raise TypeError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
-    return Mesh(np.asarray(devices), (CHAINS_AXIS,), axis_types=(AxisType.Auto,))
+    return one_axis_mesh(devices, CHAINS_AXIS)
 
 
 def shard_chains(mesh):
@@ -163,11 +152,6 @@ def _pad_and_place(x, padding, sharding):
         return jax.device_put(x, sharding)
     # Several processes, each with the same inputs: each places its own devices' part.
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        data = _place_from_host(np.asarray(jax.random.key_data(x)), sharding)
+        data = place_from_host(np.asarray(jax.random.key_data(x)), sharding)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-    return _place_from_host(np.asarray(x), sharding)
-
-
-def _place_from_host(array, sharding):
-    """``array`` (NumPy, the same on every process) as a global array with ``sharding``."""
-    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+    return place_from_host(np.asarray(x), sharding)
